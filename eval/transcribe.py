@@ -1,0 +1,116 @@
+"""One `Transcriber` interface over PyTorch and ONNX Runtime artifacts: audio in, greedy CTC text out.
+
+Batching rule: layer-norm feature encoders (Large style) get padded batches with an attention mask;
+group-norm encoders (Base style) normalise over time inside the first conv, so zero padding would change
+their output — they are run one utterance at a time, which keeps batched == unbatched for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def normalize_audio(x: np.ndarray) -> np.ndarray:
+    """Per-utterance zero mean / unit variance, exactly as Wav2Vec2FeatureExtractor(do_normalize=True)."""
+    x = np.asarray(x, dtype=np.float32)
+    return ((x - x.mean()) / np.sqrt(x.var() + 1e-7)).astype(np.float32)
+
+
+def pad_batch(audio: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Normalise each utterance, then zero-pad; returns (input_values, attention_mask) as numpy."""
+    n = max(len(a) for a in audio)
+    values = np.zeros((len(audio), n), dtype=np.float32)
+    mask = np.zeros((len(audio), n), dtype=np.int64)
+    for i, a in enumerate(audio):
+        values[i, : len(a)] = normalize_audio(a)
+        mask[i, : len(a)] = 1
+    return values, mask
+
+
+def batches_by_length(lengths: Sequence[int], max_samples: int, max_batch: int) -> list[list[int]]:
+    """Indices grouped by similar length so padding stays small; order inside results is restored later."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out, cur = [], []
+    for i in order:
+        if cur and (len(cur) + 1) * lengths[i] > max_samples or len(cur) >= max_batch:
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        out.append(cur)
+    return out
+
+
+class Transcriber:
+    """Greedy CTC transcription; subclasses implement `logits(values, mask) -> np.ndarray [B, T, V]`."""
+
+    runtime = "?"
+
+    def __init__(self, processor, uses_attention_mask: bool):
+        self.processor = processor
+        self.uses_attention_mask = uses_attention_mask
+
+    def logits(self, values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def frame_lengths(self, mask: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def decode(self, logits: np.ndarray, frames: Sequence[int]) -> list[str]:
+        ids = logits.argmax(-1)
+        return [self.processor.decode(ids[i, : frames[i]]) for i in range(len(ids))]
+
+    def transcribe(self, audio: Sequence[np.ndarray], batch_seconds: float = 60.0, max_batch: int = 16,
+                   progress: bool = False, desc: str = "transcribe") -> list[str]:
+        if not self.uses_attention_mask:
+            max_batch = 1
+        groups = batches_by_length([len(a) for a in audio], int(batch_seconds * 16000), max_batch)
+        out: list[str | None] = [None] * len(audio)
+        it = groups
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(groups, desc=desc, unit="batch", leave=False)
+        for g in it:
+            values, mask = pad_batch([audio[i] for i in g])
+            lg = self.logits(values, mask if self.uses_attention_mask else None)
+            frames = self.frame_lengths(mask)
+            for i, text in zip(g, self.decode(lg, frames)):
+                out[i] = text
+        return out  # type: ignore[return-value]
+
+
+class TorchTranscriber(Transcriber):
+    runtime = "torch"
+
+    def __init__(self, model, processor, autocast_bf16: bool = False):
+        super().__init__(processor, model.config.feat_extract_norm == "layer")
+        self.model = model.eval()
+        self.autocast_bf16 = autocast_bf16
+
+    @torch.inference_mode()
+    def logits(self, values, mask):
+        kw = {"attention_mask": torch.from_numpy(mask)} if mask is not None else {}
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            out = self.model(torch.from_numpy(values).to(self.model.dtype), **kw).logits
+        return out.float().numpy()
+
+    def frame_lengths(self, mask):
+        m = self.model.module if hasattr(self.model, "module") else self.model
+        return m._get_feat_extract_output_lengths(torch.from_numpy(mask.sum(-1))).tolist()
+
+
+def load_transcriber(path: str | Path, **kw) -> Transcriber:
+    """Any artifact directory (PyTorch or ONNX) or hub id → a Transcriber."""
+    p = Path(path)
+    if p.is_dir() and any(p.glob("*.onnx")):
+        from w2vc.eval.onnx_runtime import OnnxTranscriber  # optional runtime, imported on demand
+
+        return OnnxTranscriber.from_dir(p, **kw)
+    from w2vc.models import load_pretrained
+
+    model, processor = load_pretrained(path)
+    return TorchTranscriber(model, processor, **kw)

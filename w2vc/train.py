@@ -1,0 +1,299 @@
+"""CTC training from scratch (or warm start) for wav2vec2-family models, on CPU, resumable exactly.
+
+One loop, nanoGPT style: length-grouped batches, fresh augmentation per utterance and epoch, bf16
+autocast where the CPU supports it, AdamW with warm-up + linear decay, dev WER (clean and 10 dB) at
+intervals, best-by-dev kept, a checkpoint every few minutes. Every random draw is seeded from
+(seed, epoch, step/utterance), so resuming from `last.pt` continues the identical run. Runs unchanged
+under `torchrun`/`accelerate launch` (data parallel over gloo).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from w2vc.augment import AugmentConfig, augment
+from w2vc.eval.datasets import load_dataset, resolve_split
+from w2vc.eval.noise import NOISE_TYPES, make_noise, mix_at_snr
+from w2vc.eval.transcribe import TorchTranscriber, pad_batch
+from w2vc.eval.wer import normalize, word_error_rate
+from w2vc.models import PRESETS, load_pretrained, new_model
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Args:
+        arch: preset name (large-s, base-s, ...) or a save_pretrained directory to fine-tune.
+        data: a w2vc corpus root (uses manifests/train.jsonl and dev.jsonl) or a train data path.
+        out: run directory (checkpoints, log, best/).
+        steps: optimizer steps; the LR schedule is warm-up then linear decay to 0 at `steps`.
+        batch_seconds: audio per batch (padded), the unit of compute per step.
+        bf16: autocast to bfloat16 (None = when the CPU has AVX512_BF16/AMX).
+        eval_every: steps between dev evaluations; ckpt_minutes: wall time between checkpoints.
+        init_from: a directory whose weights initialise the model (warm start, new schedule).
+    """
+
+    arch: str
+    data: str
+    out: str
+    steps: int = 6000
+    lr: float = 1e-3
+    warmup_steps: int = 400
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    batch_seconds: float = 30.0
+    max_batch: int = 32
+    grad_clip: float = 1.0
+    bf16: bool | None = None
+    eval_every: int = 250
+    ckpt_minutes: float = 5.0
+    dev_limit: int = 200
+    dev_data: str | None = None
+    seed: int = 0
+    mask_time_prob: float = 0.05
+    init_from: str | None = None
+    threads: int | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        if self.steps <= 0 or self.batch_seconds <= 0 or self.lr <= 0:
+            raise ValueError("steps, batch_seconds and lr must be > 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        d["augment"] = AugmentConfig.from_dict(d.get("augment", {}))
+        d["betas"] = tuple(d.get("betas", (0.9, 0.98)))
+        return cls(**d)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return cfg.lr * max(0.0, (cfg.steps - step) / max(1, cfg.steps - cfg.warmup_steps))
+
+
+def epoch_batches(lengths: list[int], cfg: TrainConfig, epoch: int) -> list[list[int]]:
+    """Length-grouped batches (with jitter so groups differ each epoch), in a shuffled order."""
+    rng = np.random.default_rng([cfg.seed, epoch, 17])
+    jitter = rng.uniform(0.9, 1.1, len(lengths))
+    order = np.argsort(np.asarray(lengths) * jitter, kind="stable")
+    budget = cfg.batch_seconds * 16000 / cfg.augment.speed_range[0]  # speed-up can lengthen audio
+    batches, cur, cur_max = [], [], 0
+    for i in order.tolist():
+        m = max(cur_max, lengths[i])
+        if cur and ((len(cur) + 1) * m > budget or len(cur) >= cfg.max_batch):
+            batches.append(cur)
+            cur, m = [], lengths[i]
+        cur.append(i)
+        cur_max = m
+    if cur:
+        batches.append(cur)
+    perm = rng.permutation(len(batches))
+    return [batches[k] for k in perm]
+
+
+def _noisy_dev(audio: list[np.ndarray], seed: int, snr: float = 10.0) -> list[np.ndarray]:
+    out = []
+    for k, x in enumerate(audio):
+        rng = np.random.default_rng([seed, 4242, k])
+        others = [audio[j] for j in rng.choice(len(audio), size=min(6, len(audio)), replace=False) if j != k]
+        out.append(mix_at_snr(x, make_noise(NOISE_TYPES[k % 3], len(x), rng, others or [x]), snr))
+    return out
+
+
+class _Stop(Exception):
+    pass
+
+
+def _dist_info() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return (dist.get_rank() if world > 1 else 0), world
+
+
+def save_model_dir(model, processor, dst: Path, meta: dict) -> None:
+    """save_pretrained into dst atomically (tmp dir + rename): a crash never leaves half a model."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    processor.save_pretrained(tmp)
+    (tmp / "w2vc.json").write_text(json.dumps(meta, indent=1))
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    rank, world = _dist_info()
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_file = out / "last.pt"
+    if ckpt_file.exists() and not resume:
+        raise FileExistsError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose "
+                              "another --out (nothing is deleted)")
+    use_bf16 = cpu_has_bf16() if cfg.bf16 is None else cfg.bf16
+
+    # ---- data
+    train_ds = load_dataset(resolve_split(cfg.data, "train"), name="train", progress=progress and rank == 0)
+    dev_path = cfg.dev_data or resolve_split(cfg.data, "dev")
+    dev_ds = load_dataset(dev_path, limit=cfg.dev_limit, name="dev", progress=progress and rank == 0)
+    dev_noisy = _noisy_dev(dev_ds.audio, cfg.seed)
+    lengths = [len(a) for a in train_ds.audio]
+    babble_pool = train_ds.audio[:: max(1, len(train_ds.audio) // 500)]
+
+    # ---- model
+    if cfg.arch in PRESETS:
+        model, processor = new_model(cfg.arch, seed=cfg.seed)
+    else:
+        model, processor = load_pretrained(cfg.arch)
+    if cfg.init_from:
+        src, _ = load_pretrained(cfg.init_from, torch_dtype=torch.float32)
+        model.load_state_dict(src.state_dict())
+    model.config.mask_time_prob = cfg.mask_time_prob
+    model.float()
+    labels_all = [processor.tokenizer(normalize(t)).input_ids for t in train_ds.texts]
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "masked_spec_embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "masked_spec_embed" in n]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
+    state = {"step": 0, "epoch": 0, "batch": 0, "best": math.inf, "elapsed": 0.0, "history": []}
+    if resume and ckpt_file.exists():
+        ck = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optim"])
+        state.update(json.loads(ck["state"]))
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    def checkpoint():
+        if rank != 0:
+            return
+        tmp = ckpt_file.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "state": json.dumps(state),
+                    "config": json.dumps(cfg.to_dict())}, tmp)
+        os.replace(tmp, ckpt_file)
+
+    def evaluate() -> dict:
+        model.eval()
+        tr = TorchTranscriber(model, processor, autocast_bf16=use_bf16)
+        res = {}
+        for name, audio in (("dev_wer", dev_ds.audio), ("dev_wer_10db", dev_noisy)):
+            hyps = tr.transcribe(audio)
+            res[name] = word_error_rate(dev_ds.ids, dev_ds.texts, hyps).wer
+        model.train()
+        return res
+
+    stop = {"flag": False}
+
+    def on_signal(signum, frame):
+        stop["flag"] = True
+
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    if rank == 0:
+        (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"train {cfg.arch}", disable=not progress or rank != 0,
+               unit="step", dynamic_ncols=True)
+    last_ckpt = time.time()
+    t0 = time.time() - state["elapsed"]
+    loss_ema = None
+    model.train()
+    try:
+        while state["step"] < cfg.steps:
+            batches = epoch_batches(lengths, cfg, state["epoch"])
+            mine = batches[rank::world][: len(batches) // world]
+            while state["batch"] < len(mine) and state["step"] < cfg.steps:
+                idx = mine[state["batch"]]
+                step = state["step"]
+                audio = [augment(train_ds.audio[i], np.random.default_rng([cfg.seed, state["epoch"], i]),
+                                 cfg.augment, babble_pool) for i in idx]
+                values, mask = pad_batch(audio)
+                lab = [labels_all[i] for i in idx]
+                labels = torch.full((len(lab), max(map(len, lab))), -100, dtype=torch.long)
+                for k, seq in enumerate(lab):
+                    labels[k, : len(seq)] = torch.tensor(seq)
+                torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
+                np.random.seed((cfg.seed * 1_000_003 + step * world + rank) % 2**32)  # SpecAugment masks
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step, cfg)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                    loss = ddp_model(torch.from_numpy(values), attention_mask=torch.from_numpy(mask),
+                                     labels=labels).loss
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                state["step"] += 1
+                state["batch"] += 1
+                lv = loss.detach().item()
+                loss_ema = lv if loss_ema is None else 0.95 * loss_ema + 0.05 * lv
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_ema:.3f}", lr=f"{lr_at(step, cfg):.1e}", gn=f"{float(gnorm):.2f}",
+                                dev=f"{state['history'][-1]['dev_wer']:.3f}" if state["history"] else "-")
+                if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
+                    if rank == 0:
+                        res = evaluate()
+                        state["elapsed"] = time.time() - t0
+                        row = {"step": state["step"], "epoch": state["epoch"], "loss": round(loss_ema, 4),
+                               "lr": lr_at(step, cfg), "minutes": round(state["elapsed"] / 60, 2), **res}
+                        state["history"].append(row)
+                        with open(out / "log.jsonl", "a") as f:
+                            f.write(json.dumps(row) + "\n")
+                        score = (res["dev_wer"] + res["dev_wer_10db"]) / 2
+                        if score < state["best"]:
+                            state["best"] = score
+                            save_model_dir(model, processor, out / "best",
+                                           {"step": "train", "params": cfg.to_dict(), "report": row})
+                        bar.write(json.dumps(row))
+                        checkpoint()
+                        last_ckpt = time.time()
+                    if world > 1:
+                        dist.barrier()
+                if time.time() - last_ckpt > cfg.ckpt_minutes * 60:
+                    state["elapsed"] = time.time() - t0
+                    checkpoint()
+                    last_ckpt = time.time()
+                if stop["flag"]:
+                    raise _Stop
+            if state["batch"] >= len(mine):
+                state["epoch"] += 1
+                state["batch"] = 0
+    except _Stop:
+        state["elapsed"] = time.time() - t0
+        checkpoint()
+        bar.close()
+        raise KeyboardInterrupt(f"interrupted at step {state['step']}; checkpoint saved, continue with --resume")
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    bar.close()
+    state["elapsed"] = time.time() - t0
+    checkpoint()
+    if not (out / "best").exists() and rank == 0:
+        save_model_dir(model, processor, out / "best", {"step": "train", "params": cfg.to_dict()})
+    return {"steps": state["step"], "best_dev_score": state["best"], "minutes": state["elapsed"] / 60,
+            "history": state["history"], "best_dir": str(out / "best")}

@@ -286,7 +286,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         state["elapsed"] = time.time() - t0
         checkpoint()
         bar.close()
-        raise KeyboardInterrupt(f"interrupted at step {state['step']}; checkpoint saved, continue with --resume")
+        raise KeyboardInterrupt(f"interrupted at step {state['step']}; checkpoint saved, continue with --resume") from None
     finally:
         for s, h in old_handlers.items():
             signal.signal(s, h)

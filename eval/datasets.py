@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from w2vc.eval.audio import AudioError, load_audio
 
 log = logging.getLogger(__name__)

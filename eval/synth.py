@@ -25,6 +25,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 from tqdm import tqdm
+
 from w2vc.eval.audio import SAMPLE_RATE, write_flac
 from w2vc.eval.grammar import sample_sentence
 from w2vc.eval.noise import NOISE_TYPES, make_noise, mix_at_snr

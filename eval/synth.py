@@ -307,7 +307,7 @@ def _noisy_copies(root: Path, test_rows: list[dict], cfg: SynthConfig) -> dict[s
         for k, row in enumerate(tqdm(test_rows, desc=f"noise {snr} dB", leave=False)):
             rng = np.random.default_rng([cfg.seed, snr, k])
             kind = NOISE_TYPES[k % len(NOISE_TYPES)]
-            others = [audio[i] for i in rng.choice(ids, size=8, replace=False) if i != row["id"]]
+            others = [audio[i] for i in rng.choice(ids, size=min(8, len(ids)), replace=False) if i != row["id"]]
             x = audio[row["id"]]
             y = mix_at_snr(x, make_noise(kind, len(x), rng, others), snr)
             rel = row["path"].replace("test/", f"{split_dir}/", 1)

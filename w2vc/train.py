@@ -128,6 +128,26 @@ class _Stop(Exception):
     pass
 
 
+class CTCObjective(torch.nn.Module):
+    """The training loss as a module: plain CTC here; distillation subclasses it (teacher terms, learned
+    projections). Its own parameters are trained and checkpointed with the model."""
+
+    def forward(self, model, values, mask, labels) -> tuple[torch.Tensor, dict[str, float]]:
+        return model(values, attention_mask=mask, labels=labels).loss, {}
+
+
+class _Trainee(torch.nn.Module):
+    """Model + objective as one module, so DDP all-reduces the objective's parameters too."""
+
+    def __init__(self, model, objective: CTCObjective):
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, values, mask, labels):
+        return self.objective(self.model, values, mask, labels)
+
+
 def _dist_info() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -147,7 +167,13 @@ def save_model_dir(model, processor, dst: Path, meta: dict) -> None:
     os.replace(tmp, dst)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objective: CTCObjective | None = None,
+          model_init=None, step_name: str = "train", stop_at_step: int | None = None) -> dict:
+    """Train `cfg.arch` (or the (model, processor) that `model_init()` returns) on `objective` (CTC default).
+
+    `stop_at_step` ends this process early with a checkpoint (the schedule still belongs to cfg.steps), so a
+    long run can be split across sessions and continued with resume=True.
+    """
     rank, world = _dist_info()
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world))
     out = Path(cfg.out)
@@ -167,7 +193,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     babble_pool = train_ds.audio[:: max(1, len(train_ds.audio) // 500)]
 
     # ---- model
-    if cfg.arch in PRESETS:
+    if model_init is not None:
+        model, processor = model_init()
+    elif cfg.arch in PRESETS:
         model, processor = new_model(cfg.arch, seed=cfg.seed)
     else:
         model, processor = load_pretrained(cfg.arch)
@@ -175,26 +203,31 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         src, _ = load_pretrained(cfg.init_from, torch_dtype=torch.float32)
         model.load_state_dict(src.state_dict())
     model.config.mask_time_prob = cfg.mask_time_prob
+    if cfg.mask_time_prob > 0 and not hasattr(model.wav2vec2, "masked_spec_embed"):
+        # HF only creates the mask embedding when the config asked for masking at construction time
+        model.wav2vec2.masked_spec_embed = torch.nn.Parameter(torch.rand(model.config.hidden_size))
     model.float()
     labels_all = [processor.tokenizer(normalize(t)).input_ids for t in train_ds.texts]
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "masked_spec_embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "masked_spec_embed" in n]
+    trainee = _Trainee(model, objective or CTCObjective())
+    named = [(n, p) for n, p in trainee.named_parameters() if p.requires_grad]
+    decay = [p for n, p in named if p.ndim >= 2 and "masked_spec_embed" not in n]
+    no_decay = [p for n, p in named if p.ndim < 2 or "masked_spec_embed" in n]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
     state = {"step": 0, "epoch": 0, "batch": 0, "best": math.inf, "elapsed": 0.0, "history": []}
     if resume and ckpt_file.exists():
         ck = torch.load(ckpt_file, map_location="cpu", weights_only=True)
-        model.load_state_dict(ck["model"])
+        trainee.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optim"])
         state.update(json.loads(ck["state"]))
-    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    ddp_model = torch.nn.parallel.DistributedDataParallel(trainee) if world > 1 else trainee
 
     def checkpoint():
         if rank != 0:
             return
         tmp = ckpt_file.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "state": json.dumps(state),
+        torch.save({"model": trainee.state_dict(), "optim": opt.state_dict(), "state": json.dumps(state),
                     "config": json.dumps(cfg.to_dict())}, tmp)
         os.replace(tmp, ckpt_file)
 
@@ -241,11 +274,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step, cfg)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                    loss = ddp_model(torch.from_numpy(values), attention_mask=torch.from_numpy(mask),
-                                     labels=labels).loss
+                    loss, parts = ddp_model(torch.from_numpy(values), torch.from_numpy(mask), labels)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                gnorm = torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.grad_clip)
                 opt.step()
                 state["step"] += 1
                 state["batch"] += 1
@@ -267,7 +299,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                         if score < state["best"]:
                             state["best"] = score
                             save_model_dir(model, processor, out / "best",
-                                           {"step": "train", "params": cfg.to_dict(), "report": row})
+                                           {"step": step_name, "params": cfg.to_dict(), "report": row})
                         bar.write(json.dumps(row))
                         checkpoint()
                         last_ckpt = time.time()
@@ -279,6 +311,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                     last_ckpt = time.time()
                 if stop["flag"]:
                     raise _Stop
+                if stop_at_step is not None and state["step"] >= stop_at_step:
+                    state["elapsed"] = time.time() - t0
+                    checkpoint()
+                    bar.close()
+                    return {"steps": state["step"], "best_dev_score": state["best"], "stopped_early": True,
+                            "minutes": state["elapsed"] / 60, "history": state["history"],
+                            "best_dir": str(out / "best")}
             if state["batch"] >= len(mine):
                 state["epoch"] += 1
                 state["batch"] = 0
@@ -294,6 +333,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     state["elapsed"] = time.time() - t0
     checkpoint()
     if not (out / "best").exists() and rank == 0:
-        save_model_dir(model, processor, out / "best", {"step": "train", "params": cfg.to_dict()})
+        save_model_dir(model, processor, out / "best", {"step": step_name, "params": cfg.to_dict()})
     return {"steps": state["step"], "best_dev_score": state["best"], "minutes": state["elapsed"] / 60,
             "history": state["history"], "best_dir": str(out / "best")}

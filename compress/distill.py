@@ -1,0 +1,191 @@
+"""Knowledge distillation teacher → student: CTC on labels + KL on temperature-softened frame posteriors
++ optional hidden-state loss through learned projections (DistilHuBERT: L1 − log σ(cos)).
+
+Why this mix: the KL term passes the teacher's whole frame distribution (which blanks, which near-miss
+characters), far richer than the label alone; hidden-state matching gives every student layer a target,
+which helps most when the student starts from the teacher's own layers. Teacher and student share the
+conv strides (frame rate) and the vocabulary, so frames and classes line up one to one.
+
+Runs the training loop of w2vc.train (checkpoints, exact resume, bf16, torchrun/accelerate data parallel).
+Also used as the recovery step after structured pruning (student = the pruned model, teacher = its parent).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from w2vc.artifact import Artifact, finalize
+from w2vc.augment import AugmentConfig
+from w2vc.models import PRESETS, load_pretrained, new_model
+from w2vc.train import CTCObjective, TrainConfig, train
+
+STUDENT_INITS = ("scratch", "checkpoint", "teacher_layers")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillConfig:
+    """Args:
+        student: preset name (init "scratch"), a model directory (init "checkpoint"), or ignored for
+            init "teacher_layers" (the student is the teacher with only `teacher_layers` kept).
+        init: one of scratch | checkpoint | teacher_layers.
+        teacher_layers: teacher transformer layer indices copied into the student (teacher_layers init).
+        data: corpus root or train data path (same as `w2vc train --data`).
+        steps / lr / warmup_steps / batch_seconds: the training schedule (see TrainConfig).
+        alpha_ctc / alpha_kd / alpha_hidden: loss weights; temperature: softening of the KL term.
+        hidden_layer_map: (student layer, teacher layer) pairs of hidden_states indices (0 = CNN output
+            after projection); empty disables the hidden loss.
+    """
+
+    student: str = "base-s"
+    init: str = "scratch"
+    teacher_layers: tuple[int, ...] = ()
+    data: str = "data/corpus"
+    steps: int = 2000
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    batch_seconds: float = 30.0
+    eval_every: int = 250
+    alpha_ctc: float = 0.5
+    alpha_kd: float = 0.5
+    alpha_hidden: float = 0.0
+    temperature: float = 2.0
+    hidden_layer_map: tuple[tuple[int, int], ...] = ()
+    seed: int = 0
+    bf16: bool | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        if self.init not in STUDENT_INITS:
+            raise ValueError(f"init must be one of {', '.join(STUDENT_INITS)}, got {self.init!r}")
+        if self.init == "scratch" and self.student not in PRESETS:
+            raise ValueError(f"init 'scratch' needs a preset student ({', '.join(PRESETS)}), got {self.student!r}")
+        if self.init == "teacher_layers" and not self.teacher_layers:
+            raise ValueError("init 'teacher_layers' needs teacher_layers, e.g. (0, 2, 4, 6)")
+        if self.temperature <= 0 or min(self.alpha_ctc, self.alpha_kd, self.alpha_hidden) < 0:
+            raise ValueError("temperature must be > 0 and loss weights >= 0")
+        if self.alpha_ctc + self.alpha_kd + self.alpha_hidden == 0:
+            raise ValueError("at least one loss weight must be > 0")
+        if self.alpha_hidden > 0 and not self.hidden_layer_map:
+            raise ValueError("alpha_hidden > 0 needs hidden_layer_map, e.g. ((2, 4), (4, 8))")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DistillConfig:
+        d = dict(d)
+        if "augment" in d and isinstance(d["augment"], dict):
+            d["augment"] = AugmentConfig.from_dict(d["augment"])
+        d["teacher_layers"] = tuple(d.get("teacher_layers", ()))
+        d["hidden_layer_map"] = tuple(tuple(p) for p in d.get("hidden_layer_map", ()))
+        return cls(**d)
+
+
+class DistillObjective(CTCObjective):
+    def __init__(self, teacher, cfg: DistillConfig, student_hidden: int, use_bf16: bool):
+        super().__init__()
+        object.__setattr__(self, "teacher", teacher.eval())  # not a submodule: frozen, not checkpointed
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self.cfg = cfg
+        self.use_bf16 = use_bf16
+        t_hidden = teacher.config.hidden_size
+        self.proj = torch.nn.ModuleList(torch.nn.Linear(student_hidden, t_hidden) for _ in cfg.hidden_layer_map)
+
+    def forward(self, model, values, mask, labels):
+        c = self.cfg
+        want_hidden = c.alpha_hidden > 0
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.use_bf16):
+            t_out = self.teacher(values, attention_mask=mask, output_hidden_states=want_hidden)
+        s_out = model(values, attention_mask=mask, labels=labels, output_hidden_states=want_hidden)
+        frames = model._get_feat_extract_output_lengths(mask.sum(-1))
+        T = s_out.logits.shape[1]
+        valid = (torch.arange(T)[None, :] < frames[:, None]).float()  # [B, T]
+        n_valid = valid.sum().clamp(min=1)
+        parts, loss = {}, torch.zeros((), dtype=torch.float32)
+        if c.alpha_ctc:
+            parts["ctc"] = s_out.loss.float()
+            loss = loss + c.alpha_ctc * parts["ctc"]
+        if c.alpha_kd:
+            t_logp = F.log_softmax(t_out.logits.float() / c.temperature, -1)
+            s_logp = F.log_softmax(s_out.logits.float() / c.temperature, -1)
+            kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1)  # [B, T]
+            parts["kd"] = (kl * valid).sum() / n_valid * c.temperature ** 2
+            loss = loss + c.alpha_kd * parts["kd"]
+        if want_hidden:
+            hid = torch.zeros((), dtype=torch.float32)
+            for proj, (si, ti) in zip(self.proj, c.hidden_layer_map):
+                s_h = proj(s_out.hidden_states[si].float())
+                t_h = t_out.hidden_states[ti].float()
+                l1 = (s_h - t_h).abs().mean(-1)
+                cos = F.cosine_similarity(s_h, t_h, dim=-1)
+                hid = hid + (((l1 - F.logsigmoid(cos)) * valid).sum() / n_valid)
+            parts["hidden"] = hid / len(c.hidden_layer_map)
+            loss = loss + c.alpha_hidden * parts["hidden"]
+        return loss, {k: v.detach().item() for k, v in parts.items()}
+
+
+def student_from_teacher_layers(teacher, processor, layers: tuple[int, ...]):
+    """DistilHuBERT-style init: the teacher itself (CNN, projection, positional conv) with fewer layers."""
+    n = len(teacher.wav2vec2.encoder.layers)
+    bad = [i for i in layers if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"teacher_layers {bad} out of range: the teacher has {n} layers")
+    student = copy.deepcopy(teacher)
+    student.wav2vec2.encoder.layers = torch.nn.ModuleList(copy.deepcopy(teacher.wav2vec2.encoder.layers[i])
+                                                          for i in layers)
+    student.config.num_hidden_layers = len(layers)
+    return student, processor
+
+
+def distill(teacher: Artifact, cfg: DistillConfig, out_dir: str | Path, resume: bool = True,
+            progress: bool = True) -> Artifact:
+    """Train a student against `teacher`; the output artifact is the best-by-dev student."""
+    out = Path(out_dir)
+    t_model, t_proc = teacher.load_torch()
+    t_model.float().eval()
+
+    def model_init():
+        if cfg.init == "scratch":
+            model, proc = new_model(cfg.student, seed=cfg.seed)
+        elif cfg.init == "checkpoint":
+            model, proc = load_pretrained(cfg.student)
+        else:
+            model, proc = student_from_teacher_layers(copy.deepcopy(t_model), t_proc, cfg.teacher_layers)
+        if proc.tokenizer.get_vocab() != t_proc.tokenizer.get_vocab():
+            raise ValueError("student and teacher vocabularies differ; distillation needs the same characters")
+        if tuple(model.config.conv_stride) != tuple(t_model.config.conv_stride):
+            raise ValueError("student and teacher frame rates differ (conv_stride); frames would not align")
+        return model, proc
+
+    tcfg = TrainConfig(arch=cfg.student if cfg.init != "teacher_layers" else str(teacher.path), data=cfg.data,
+                       out=str(out / "run"), steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                       batch_seconds=cfg.batch_seconds, eval_every=cfg.eval_every, seed=cfg.seed, bf16=cfg.bf16,
+                       augment=cfg.augment)
+    from w2vc.train import cpu_has_bf16
+
+    use_bf16 = cpu_has_bf16() if cfg.bf16 is None else cfg.bf16
+    probe, _ = model_init()
+    objective = DistillObjective(t_model, cfg, probe.config.hidden_size, use_bf16)
+    del probe
+    res = train(tcfg, resume=resume and (out / "run" / "last.pt").exists(), progress=progress,
+                objective=objective, model_init=model_init, step_name="distill")
+    best = out / "run" / "best"
+    final = out / "model"
+    if final.exists():
+        import shutil
+
+        shutil.rmtree(final)
+    best.rename(final) if best.exists() else None
+    history = res["history"]
+    report = {"steps": res["steps"], "minutes": round(res["minutes"], 2),
+              "best_dev_wer": min((h["dev_wer"] for h in history), default=None),
+              "best_dev_wer_10db": min((h["dev_wer_10db"] for h in history), default=None)}
+    (final / "distill_history.json").write_text(json.dumps(history))
+    return finalize(final, "distill", cfg.to_dict(), teacher, report)

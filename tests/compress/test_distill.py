@@ -1,0 +1,67 @@
+"""Distillation: the student moves towards the teacher; every init and loss term runs on real audio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from w2vc.artifact import Artifact
+from w2vc.augment import AugmentConfig
+from w2vc.compress.distill import DistillConfig, distill
+from w2vc.eval.datasets import load_dataset, resolve_split
+from w2vc.eval.transcribe import pad_batch
+from w2vc.models import load_pretrained
+
+NO_AUG = AugmentConfig(p_speed=0, p_bandlimit=0, p_noise=0, gain_db_range=(0.0, 0.0))
+
+
+def _kl_to_teacher(student_dir, teacher_dir, audio) -> float:
+    s, _ = load_pretrained(student_dir)
+    t, _ = load_pretrained(teacher_dir)
+    values, mask = pad_batch(audio)
+    with torch.no_grad():
+        ls = F.log_softmax(s.eval()(torch.from_numpy(values)).logits, -1)
+        lt = F.log_softmax(t.eval()(torch.from_numpy(values), attention_mask=torch.from_numpy(mask)).logits, -1)
+    return float((lt.exp() * (lt - ls)).sum(-1).mean())
+
+
+def test_kd_pulls_student_towards_teacher(tiny_corpus, tiny_layer_model, tiny_group_model, tmp_path):
+    dev = load_dataset(resolve_split(tiny_corpus, "dev"), limit=4)
+    audio = [a[:32000] for a in dev.audio]
+    before = _kl_to_teacher(tiny_group_model, tiny_layer_model, audio)
+    cfg = DistillConfig(student=str(tiny_group_model), init="checkpoint", data=str(tiny_corpus), steps=25,
+                        lr=3e-3, warmup_steps=2, batch_seconds=8, eval_every=25, alpha_ctc=0.0, alpha_kd=1.0,
+                        temperature=1.0, bf16=False, augment=NO_AUG)
+    out = distill(Artifact.open(tiny_layer_model), cfg, tmp_path / "d", progress=False)
+    after = _kl_to_teacher(out.path, tiny_layer_model, audio)
+    assert after < 0.7 * before, (before, after)
+    assert out.provenance["step"] == "distill" and out.provenance["report"]["steps"] == 25
+    assert out.provenance["parent_hash"] == Artifact.open(tiny_layer_model).hash
+
+
+def test_teacher_layer_init_with_hidden_loss(tiny_corpus, tiny_layer_model, tmp_path):
+    cfg = DistillConfig(init="teacher_layers", teacher_layers=(1,), data=str(tiny_corpus), steps=4,
+                        warmup_steps=1, batch_seconds=8, eval_every=4, alpha_hidden=1.0,
+                        hidden_layer_map=((1, 2),), bf16=False, augment=NO_AUG)
+    out = distill(Artifact.open(tiny_layer_model), cfg, tmp_path / "d", progress=False)
+    model, _ = load_pretrained(out.path)
+    teacher, _ = load_pretrained(tiny_layer_model)
+    assert len(model.wav2vec2.encoder.layers) == 1 and model.config.num_hidden_layers == 1
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in teacher.parameters())
+    x = torch.from_numpy(np.zeros((1, 16000), np.float32))
+    assert model.eval()(x).logits.shape == teacher.eval()(x).logits.shape
+
+
+@pytest.mark.parametrize("bad", [dict(init="nope"), dict(init="scratch", student="/no/such/dir"),
+                                 dict(init="teacher_layers"), dict(temperature=0.0),
+                                 dict(alpha_hidden=1.0)])
+def test_bad_configs_are_refused(bad):
+    with pytest.raises(ValueError):
+        DistillConfig(**bad)
+
+
+def test_config_round_trip():
+    cfg = DistillConfig(init="teacher_layers", teacher_layers=(0, 3), hidden_layer_map=((1, 2),), alpha_hidden=0.5)
+    assert DistillConfig.from_dict(cfg.to_dict()) == cfg

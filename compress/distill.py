@@ -79,6 +79,12 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> DistillConfig:
+        from dataclasses import fields
+
+        known = [f.name for f in fields(cls)]
+        bad = sorted(set(d) - set(known))
+        if bad:
+            raise ValueError(f"unknown distill option(s) {', '.join(bad)}; known: {', '.join(known)}")
         d = dict(d)
         if "augment" in d and isinstance(d["augment"], dict):
             d["augment"] = AugmentConfig.from_dict(d["augment"])

@@ -88,7 +88,14 @@ def log_run(name: str, params: dict, metrics: dict, tags: dict | None = None,
                 mlflow.log_artifact(str(f))
             return LoggedRun(run.info.run_id, local)
     except Exception as e:  # logging must never cost the user the figures
-        msg = f"MLflow logging failed ({type(e).__name__}: {e}); figures kept in {local}"
+        kept = str(local)
+        if text_artifacts:  # e.g. per-utterance transcripts: keep them next to the figures
+            adir = local.with_suffix("")
+            adir.mkdir(parents=True, exist_ok=True)
+            for fname, text in text_artifacts.items():
+                (adir / fname).write_text(text)
+            kept += f" (+ {adir}/)"
+        msg = f"MLflow logging failed ({type(e).__name__}: {e}); figures kept in {kept}"
         log.warning(msg)
         print(f"warning: {msg}")
         return LoggedRun(None, local, str(e))

@@ -103,14 +103,24 @@ class TorchTranscriber(Transcriber):
         return m._get_feat_extract_output_lengths(torch.from_numpy(mask.sum(-1))).tolist()
 
 
-def load_transcriber(path: str | Path, **kw) -> Transcriber:
-    """Any artifact directory (PyTorch or ONNX) or hub id → a Transcriber."""
+def load_transcriber(path: str | Path, threads: int | None = None, **kw) -> Transcriber:
+    """Any artifact directory (PyTorch or ONNX) or hub id → a Transcriber.
+
+    `threads` sets ORT's intra-op threads for ONNX; for PyTorch it sets torch's (process-wide) thread count.
+    """
     p = Path(path)
     if p.is_dir() and any(p.glob("*.onnx")):
         from w2vc.eval.onnx_runtime import OnnxTranscriber  # optional runtime, imported on demand
 
-        return OnnxTranscriber.from_dir(p, **kw)
+        return OnnxTranscriber.from_dir(p, threads=threads, **kw)
     from w2vc.models import load_pretrained
 
+    if threads:
+        torch.set_num_threads(threads)
+
     model, processor = load_pretrained(path)
+    if p.is_dir() and (p / "w2vc_runtime.json").exists():  # torch quantize methods: bf16 / dynamic int8 / int4
+        from w2vc.compress.quantize import apply_runtime
+
+        model = apply_runtime(model, p)
     return TorchTranscriber(model, processor, **kw)

@@ -99,11 +99,21 @@ def new_model(preset: str, seed: int = 0) -> tuple[Wav2Vec2ForCTC, Wav2Vec2Proce
 
 
 def load_pretrained(name_or_path: str | os.PathLike, **kw) -> tuple[Wav2Vec2ForCTC, Wav2Vec2Processor]:
-    """A local save_pretrained directory or a hub id (never with remote code)."""
+    """A local save_pretrained directory or a hub id (never with remote code).
+
+    Structurally pruned directories (config.json has `w2vc_pruned_shapes`: per-layer head counts and FFN
+    widths Wav2Vec2Config cannot express) are rebuilt to those shapes before their weights load.
+    """
     src = str(name_or_path)
     if not Path(src).exists() and "/" not in src:
         raise FileNotFoundError(f"model not found: {src} (give a directory, a hub id, or a preset: "
                                 f"{', '.join(PRESETS)})")
-    model = Wav2Vec2ForCTC.from_pretrained(src, trust_remote_code=False, **kw)
+    cfg_file = Path(src) / "config.json"
+    if cfg_file.is_file() and "w2vc_pruned_shapes" in json.loads(cfg_file.read_text()):
+        from w2vc.compress.prune import load_pruned  # pruned shapes live with the prune step
+
+        model = load_pruned(src, **kw)
+    else:
+        model = Wav2Vec2ForCTC.from_pretrained(src, trust_remote_code=False, **kw)
     processor = Wav2Vec2Processor.from_pretrained(src, trust_remote_code=False)
     return model, processor

@@ -1,0 +1,514 @@
+"""Structured and unstructured pruning of Wav2Vec2ForCTC.
+
+Structured: whole attention heads, FFN intermediate channels, CNN feature-encoder channels (each conv
+layer's out channels; layer count, kernels and strides kept) and whole transformer layers. The hidden size
+is kept: it is the residual stream every layer reads and writes. torch-pruning's DependencyGraph supplies
+the couplings (a head takes the same channels out of q/k/v and the input of out_proj; a conv channel takes
+its norm entry and the next conv's input, or the feature projection's LayerNorm + Linear input) and its
+Magnitude/Taylor importances. Which units go is chosen here rather than by MetaPruner: that keeps the
+residual stream out of reach, keeps >= 1 unit per layer, and lets us shrink the Base-style
+GroupNorm(num_groups=channels) consistently (torch-pruning lowers num_channels but not num_groups).
+
+Unstructured: magnitude masking of Linear/Conv1d weights (one global threshold, or per tensor), made
+permanent. The weights are still stored and multiplied dense, so the report gives the sparsity reached and
+what CSR / bitmask storage would take, never a speed-up.
+
+A pruned model has per-layer head counts and FFN widths that Wav2Vec2Config cannot express: they are
+recorded in config.json under `w2vc_pruned_shapes`, and `w2vc.models.load_pretrained` rebuilds them
+(`load_pruned`) before loading the weights. Recovery fine-tuning is a separate step (distill).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from w2vc.artifact import Artifact, copy_processor_files, finalize
+
+SHAPES_KEY = "w2vc_pruned_shapes"
+SHAPES_VERSION = 1
+PARTS = ("heads", "ffn", "cnn")
+IMPORTANCES = ("magnitude", "taylor")
+SCOPES = ("local", "global")
+SPARSITY_SCOPES = ("global", "layer")
+LAYER_IMPORTANCES = (*IMPORTANCES, "loss")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PruneConfig:
+    """Args:
+        heads / ffn / cnn: fraction in [0, 1) of attention heads / FFN intermediate channels / CNN
+            feature-encoder channels to remove; None takes `ratio`.
+        ratio: one fraction for every width part left None (0 = no width pruning).
+        scope: "local" removes the fraction from every layer; "global" ranks a part's units across all
+            layers, so important layers keep more (still >= 1 head, >= round_to channels per layer).
+        importance: "magnitude" (L2 norm of the unit's weights over its dependency group; no data) or
+            "taylor" (|w * dL/dw|, the first-order loss change; CTC loss on `calib_utterances` of `data`).
+        drop_layers: transformer layer indices to remove.
+        num_drop_layers: remove this many layers, the lowest by `layer_importance`. Exclusive with drop_layers.
+        layer_importance: None = `importance`; "magnitude": norm of the weights that write into the residual
+            stream (no data, crude); "taylor": |g . (x_in - x_out)|, the first-order loss change of skipping
+            the layer; "loss": the calibration CTC loss increase measured with the layer skipped (one
+            calibration pass per layer; the most faithful, and the first-order estimate can misrank layers).
+        round_to: kept FFN / CNN channel counts rounded to a multiple of this (SIMD-friendly widths).
+        sparsity: fraction of the targeted weights zeroed by magnitude (unstructured, after the rest).
+        sparsity_scope: "global" (one threshold over all targeted weights) or "layer" (per tensor).
+        sparse_ignore: module-name substrings left dense by unstructured pruning.
+        data / split / calib_utterances: calibration audio for taylor: a w2vc corpus root + split name, or
+            any data path eval.datasets reads.
+    """
+
+    heads: float | None = None
+    ffn: float | None = None
+    cnn: float | None = None
+    ratio: float = 0.0
+    scope: str = "local"
+    importance: str = "magnitude"
+    drop_layers: tuple[int, ...] = ()
+    num_drop_layers: int = 0
+    layer_importance: str | None = None
+    round_to: int = 1
+    sparsity: float = 0.0
+    sparsity_scope: str = "global"
+    sparse_ignore: tuple[str, ...] = ("lm_head", "pos_conv_embed")
+    data: str = "data/corpus"
+    split: str = "dev"
+    calib_utterances: int = 16
+    version: int = 1
+
+    def __post_init__(self):
+        for name in (*PARTS, "ratio", "sparsity"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {v}")
+        for name, v, known in (("scope", self.scope, SCOPES), ("importance", self.importance, IMPORTANCES),
+                               ("layer_importance", self.layer_importance or self.importance, LAYER_IMPORTANCES),
+                               ("sparsity_scope", self.sparsity_scope, SPARSITY_SCOPES)):
+            if v not in known:
+                raise ValueError(f"{name} must be one of {', '.join(known)}, got {v!r}")
+        if self.drop_layers and self.num_drop_layers:
+            raise ValueError("give drop_layers or num_drop_layers, not both")
+        if any(i < 0 for i in self.drop_layers) or len(set(self.drop_layers)) != len(self.drop_layers):
+            raise ValueError(f"drop_layers must be distinct indices >= 0, got {self.drop_layers}")
+        if self.num_drop_layers < 0 or self.round_to < 1 or self.calib_utterances < 1:
+            raise ValueError("num_drop_layers must be >= 0, round_to and calib_utterances >= 1")
+        if not (any(self.part_ratios().values()) or self.drop_layers or self.num_drop_layers or self.sparsity):
+            raise ValueError("nothing to prune: set heads/ffn/cnn or ratio, drop_layers/num_drop_layers, or sparsity")
+
+    @property
+    def layer_criterion(self) -> str:
+        return self.layer_importance or self.importance
+
+    def part_ratios(self) -> dict[str, float]:
+        return {p: self.ratio if getattr(self, p) is None else getattr(self, p) for p in PARTS}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PruneConfig:
+        known = [f.name for f in fields(cls)]
+        bad = sorted(set(d) - set(known))
+        if bad:
+            raise ValueError(f"unknown prune option(s) {', '.join(bad)}; known: {', '.join(known)}")
+        d = dict(d)
+        for k in ("drop_layers", "sparse_ignore"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------------- step
+
+
+def prune(artifact: Artifact, cfg: PruneConfig, out_dir: str | Path) -> Artifact:
+    """Prune a PyTorch artifact into a new directory (the input is only read)."""
+    out = Path(out_dir)
+    if out.resolve() == Path(artifact.path).resolve():
+        raise ValueError(f"out_dir must differ from the input artifact {artifact.path}: steps never modify it")
+    model, processor = artifact.load_torch()
+    model.float().eval()
+    report = prune_model(model, processor, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    copy_processor_files(artifact.path, out)
+    return finalize(out, "prune", cfg.to_dict(), artifact, report)
+
+
+def prune_model(model, processor, cfg: PruneConfig) -> dict:
+    """Prune an in-memory Wav2Vec2ForCTC in place (layers, then widths, then sparsity); returns the report."""
+    shapes_before, params_before = model_shapes(model), n_params(model)
+    ratios = cfg.part_ratios()
+    width = any(ratios.values())
+    calib = None
+    if (cfg.importance == "taylor" and width) or (cfg.num_drop_layers and cfg.layer_criterion != "magnitude"):
+        calib = load_calibration(processor, cfg)
+    report: dict = {"importance": cfg.importance, "scope": cfg.scope, "ratios": ratios}
+
+    if cfg.drop_layers or cfg.num_drop_layers:
+        report["layers"] = _prune_layers(model, cfg, calib)
+    if width:
+        if cfg.importance == "taylor":
+            accumulate_grads(model, calib)
+        report["reached"] = _prune_width(model, ratios, cfg)
+        model.zero_grad(set_to_none=True)
+    record_shapes(model)
+    report.update(params_before=params_before, params_after=n_params(model),
+                  shapes_before=shapes_before, shapes_after=model_shapes(model))
+    report["params_removed"] = round(1 - report["params_after"] / params_before, 4)
+    if calib is not None:
+        report["calibration"] = {"data": calib.source, "utterances": len(calib.items),
+                                 "seconds": round(sum(len(a) for a, _ in calib.items) / 16000, 1)}
+    if cfg.sparsity:
+        report["unstructured"] = sparsify(model, cfg.sparsity, cfg.sparsity_scope, cfg.sparse_ignore)
+    return report
+
+
+# ------------------------------------------------------------------------------------- calibration
+
+
+@dataclass
+class Calibration:
+    source: str
+    items: list[tuple[np.ndarray, list[int]]]  # (raw 16 kHz audio, label ids)
+
+
+def load_calibration(processor, cfg: PruneConfig) -> Calibration:
+    from w2vc.eval.datasets import load_dataset, resolve_split
+    from w2vc.eval.wer import normalize
+
+    path = resolve_split(cfg.data, cfg.split)
+    ds = load_dataset(path, limit=cfg.calib_utterances, name="calibration")
+    items = [(a, processor.tokenizer(normalize(t)).input_ids) for a, t in zip(ds.audio, ds.texts)]
+    return Calibration(str(path), items)
+
+
+def _ctc_losses(model, calib: Calibration):
+    """One utterance at a time: exact for group-norm encoders (zero padding would change them), eval mode so
+    dropout and SpecAugment masking stay off."""
+    from w2vc.eval.transcribe import normalize_audio
+
+    model.eval()
+    for audio, labels in calib.items:
+        x = torch.from_numpy(normalize_audio(audio))[None]
+        yield model(x, labels=torch.tensor([labels])).loss / len(calib.items)
+
+
+def accumulate_grads(model, calib: Calibration) -> None:
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        for loss in _ctc_losses(model, calib):
+            loss.backward()
+
+
+# ---------------------------------------------------------------------------------------- layers
+
+
+def layer_scores(model, importance: str, calib: Calibration | None = None) -> list[float]:
+    """Per transformer layer: higher = more needed. See PruneConfig.num_drop_layers for the two criteria."""
+    layers = model.wav2vec2.encoder.layers
+    if importance == "magnitude":
+        return [float(torch.sqrt(lyr.attention.out_proj.weight.detach().pow(2).sum()
+                                 + lyr.feed_forward.output_dense.weight.detach().pow(2).sum())) for lyr in layers]
+    if calib is None:
+        raise ValueError(f"{importance} layer scores need calibration data")
+    if importance == "loss":
+        return _skip_losses(model, calib)
+    scores = [0.0] * len(layers)
+    caught: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def hook(i):
+        def f(_mod, args, kwargs, out):
+            x = args[0] if args else kwargs["hidden_states"]
+            y = out[0] if isinstance(out, tuple) else out
+            y.retain_grad()
+            caught[i] = (x.detach(), y)
+        return f
+
+    handles = [lyr.register_forward_hook(hook(i), with_kwargs=True) for i, lyr in enumerate(layers)]
+    try:
+        with torch.enable_grad():
+            for loss in _ctc_losses(model, calib):  # each forward refills `caught`
+                loss.backward()
+                for i, (x, y) in caught.items():  # skipping layer i moves its output from y back to x
+                    scores[i] += abs(float((y.grad * (x - y.detach())).sum()))
+                caught.clear()
+    finally:
+        for h in handles:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+    return scores
+
+
+@torch.no_grad()
+def _skip_losses(model, calib: Calibration) -> list[float]:
+    """Calibration CTC loss with each layer skipped, minus the loss with all layers."""
+    enc = model.wav2vec2.encoder
+    layers = list(enc.layers)
+    full = sum(float(v) for v in _ctc_losses(model, calib))
+    out = []
+    try:
+        for i in range(len(layers)):
+            enc.layers = nn.ModuleList(layers[:i] + layers[i + 1:])
+            out.append(sum(float(v) for v in _ctc_losses(model, calib)) - full)
+    finally:
+        enc.layers = nn.ModuleList(layers)
+    return out
+
+
+def _prune_layers(model, cfg: PruneConfig, calib: Calibration | None) -> dict:
+    layers = model.wav2vec2.encoder.layers
+    n = len(layers)
+    scores = None
+    if cfg.drop_layers:
+        bad = [i for i in cfg.drop_layers if i >= n]
+        if bad:
+            raise ValueError(f"drop_layers {bad} out of range: the model has {n} layers")
+        drop = sorted(cfg.drop_layers)
+    else:
+        scores = layer_scores(model, cfg.layer_criterion, calib)
+        drop = sorted(int(i) for i in np.argsort(scores, kind="stable")[: cfg.num_drop_layers])
+    if len(drop) >= n:
+        raise ValueError(f"cannot drop {len(drop)} of {n} layers: at least one must stay")
+    keep = [i for i in range(n) if i not in drop]
+    model.wav2vec2.encoder.layers = nn.ModuleList(layers[i] for i in keep)
+    model.config.num_hidden_layers = len(keep)
+    return {"dropped": drop, "kept": keep, "by": "explicit" if cfg.drop_layers else cfg.layer_criterion,
+            "scores": [round(s, 6) for s in scores] if scores else None}
+
+
+# ----------------------------------------------------------------------------------------- widths
+
+
+def _keep_counts(scores: list[torch.Tensor], ratio: float, scope: str, min_keep: int, round_to: int) -> list[int]:
+    """How many units each layer keeps: the fraction per layer (local) or by a ranking across layers (global),
+    then >= min_keep and rounded to a multiple of round_to, never above the layer's size."""
+    sizes = [len(s) for s in scores]
+    if scope == "local":
+        counts = [n - int(ratio * n + 1e-9) for n in sizes]
+    else:  # each layer's best min_keep units first, the rest of the budget by one ranking over all layers
+        flat = torch.cat(scores).clone()
+        k = len(flat) - int(ratio * len(flat) + 1e-9)
+        chosen = torch.zeros(len(flat), dtype=torch.bool)
+        start = 0
+        for s in scores:
+            chosen[start + torch.topk(s, min(min_keep, len(s))).indices] = True
+            start += len(s)
+        flat[chosen] = -torch.inf
+        chosen[torch.topk(flat, max(0, k - int(chosen.sum()))).indices] = True
+        counts = [int(c.sum()) for c in torch.split(chosen, sizes)]
+    if round_to > 1:
+        counts = [int(c / round_to + 0.5) * round_to for c in counts]
+    return [min(n, max(c, min_keep)) for c, n in zip(counts, sizes)]
+
+
+def _prune_width(model, ratios: dict[str, float], cfg: PruneConfig) -> dict:
+    import torch_pruning as tp
+
+    w2v = model.wav2vec2
+    layers, convs = w2v.encoder.layers, w2v.feature_extractor.conv_layers
+    norms = [c.layer_norm for c in convs if isinstance(getattr(c, "layer_norm", None), nn.GroupNorm)]
+    if ratios["cnn"] and any(g.num_groups != g.num_channels for g in norms):
+        raise ValueError("CNN pruning supports per-channel GroupNorm only (num_groups == channels, Base style)")
+    example = torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
+    spec = getattr(w2v, "masked_spec_embed", None)  # SpecAugment vector, hidden-sized: never pruned here
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, output_transform=lambda o: o.logits.sum(),
+                                               unwrapped_parameters=[(spec, 0)] if spec is not None else None)
+    # Taylor scores are loss changes, comparable across layers as they are; weight norms are not (fan-in and
+    # scale differ per layer), so magnitude is divided by each layer's mean before a global ranking.
+    if cfg.importance == "taylor":
+        imp = tp.importance.GroupTaylorImportance(normalizer=None)
+    else:
+        imp = tp.importance.GroupMagnitudeImportance(p=2, normalizer="mean")
+
+    def unit_scores(module, fn, n):
+        with torch.no_grad():
+            return imp(dg.get_pruning_group(module, fn, idxs=list(range(n)))).float().cpu()
+
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    lin_out, conv_out = tp.prune_linear_out_channels, tp.prune_conv_out_channels
+    # part -> (root modules, pruning fn, unit size in channels, min units kept, round_to)
+    parts = {"heads": ([lyr.attention.q_proj for lyr in layers], lin_out, head_dim, 1, 1),
+             "ffn": ([lyr.feed_forward.intermediate_dense for lyr in layers], lin_out, 1, cfg.round_to, cfg.round_to),
+             "cnn": ([c.conv for c in convs], conv_out, 1, cfg.round_to, cfg.round_to)}
+    plans, reached = [], {}
+    for part, (roots, fn, unit, min_keep, round_to) in parts.items():
+        if not ratios[part]:
+            continue
+        scores = []
+        for m in roots:
+            n = m.out_features if fn is lin_out else m.out_channels
+            scores.append(unit_scores(m, fn, n).view(n // unit, unit).sum(1))
+        counts = _keep_counts(scores, ratios[part], cfg.scope, min_keep, round_to)
+        for m, s, k in zip(roots, scores, counts):
+            gone = sorted(set(range(len(s))) - set(torch.topk(s, k).indices.tolist()))
+            if gone:
+                plans.append((m, fn, [u * unit + j for u in gone for j in range(unit)]))
+        reached[part] = round(1 - sum(counts) / sum(len(s) for s in scores), 4)
+    for m, fn, idxs in plans:
+        dg.get_pruning_group(m, fn, idxs=idxs).prune()
+
+    for lyr in layers:  # torch-pruning changes tensors only; the attention's own bookkeeping follows here
+        a = lyr.attention
+        inner = a.q_proj.out_features
+        if not (a.k_proj.out_features == a.v_proj.out_features == a.out_proj.in_features == inner):
+            raise RuntimeError("attention projections disagree after pruning (torch-pruning grouping changed?)")
+        a.num_heads, a.embed_dim = inner // a.head_dim, inner
+    for g in norms:
+        g.num_groups = g.num_channels
+    model.config.conv_dim = [c.conv.out_channels for c in convs]
+    return reached
+
+
+# ---------------------------------------------------------------------------------------- shapes
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_shapes(model) -> dict:
+    """Per-module sizes that matter for pruning (also the `w2vc_pruned_shapes` entry of config.json)."""
+    w2v, cfg = model.wav2vec2, model.config
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    layers = w2v.encoder.layers
+    return {"version": SHAPES_VERSION, "hidden_size": cfg.hidden_size, "num_hidden_layers": len(layers),
+            "head_dim": head_dim, "conv_dim": [c.conv.out_channels for c in w2v.feature_extractor.conv_layers],
+            "num_heads": [lyr.attention.q_proj.out_features // head_dim for lyr in layers],
+            "intermediate_size": [lyr.feed_forward.intermediate_dense.out_features for lyr in layers]}
+
+
+def record_shapes(model) -> dict:
+    """Write the model's actual shapes into its config (call after any surgery, before save_pretrained)."""
+    shapes = model_shapes(model)
+    model.config.conv_dim = shapes["conv_dim"]
+    model.config.num_hidden_layers = shapes["num_hidden_layers"]
+    setattr(model.config, SHAPES_KEY, shapes)
+    return shapes
+
+
+def _linear(n_in: int, n_out: int, like: nn.Linear) -> nn.Linear:
+    return nn.Linear(n_in, n_out, bias=like.bias is not None, dtype=like.weight.dtype)
+
+
+def build_pruned(config):
+    """A randomly initialised Wav2Vec2ForCTC with the per-layer shapes of config.w2vc_pruned_shapes."""
+    from transformers import Wav2Vec2ForCTC
+
+    s = getattr(config, SHAPES_KEY)
+    if s.get("version") != SHAPES_VERSION:
+        raise ValueError(f"{SHAPES_KEY} version {s.get('version')} not supported (expected {SHAPES_VERSION})")
+    if (s["num_hidden_layers"] != config.num_hidden_layers or list(s["conv_dim"]) != list(config.conv_dim)
+            or not len(s["num_heads"]) == len(s["intermediate_size"]) == s["num_hidden_layers"]):
+        raise ValueError(f"config.json {SHAPES_KEY} disagrees with num_hidden_layers/conv_dim (stale? call "
+                         "w2vc.compress.prune.record_shapes(model) before save_pretrained)")
+    model = Wav2Vec2ForCTC(config)
+    hidden, d = config.hidden_size, s["head_dim"]
+    for lyr, h, f in zip(model.wav2vec2.encoder.layers, s["num_heads"], s["intermediate_size"]):
+        a, ff = lyr.attention, lyr.feed_forward
+        if a.head_dim != d:
+            raise ValueError(f"{SHAPES_KEY} head_dim {d} != hidden_size / num_attention_heads ({a.head_dim})")
+        a.q_proj, a.k_proj, a.v_proj = (_linear(hidden, h * d, getattr(a, n)) for n in ("q_proj", "k_proj", "v_proj"))
+        a.out_proj = _linear(h * d, hidden, a.out_proj)
+        a.num_heads, a.embed_dim = h, h * d
+        ff.intermediate_dense = _linear(hidden, f, ff.intermediate_dense)
+        ff.output_dense = _linear(f, hidden, ff.output_dense)
+    return model
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if (path / "model.safetensors").exists():
+        return load_file(path / "model.safetensors")
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        sd = {}
+        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+            sd.update(load_file(path / shard))
+        return sd
+    if (path / "pytorch_model.bin").exists():
+        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{path}: no model.safetensors(.index.json) or pytorch_model.bin")
+
+
+def load_pruned(path: str | Path, **kw):
+    """Load a save_pretrained directory whose config.json carries w2vc_pruned_shapes (eval mode)."""
+    from transformers import Wav2Vec2Config
+
+    path = Path(path)
+    dtype = kw.pop("torch_dtype", None) or kw.pop("dtype", None)
+    attn = kw.pop("attn_implementation", None)
+    kw.pop("trust_remote_code", None)
+    if kw:
+        raise ValueError(f"load options {', '.join(sorted(kw))} are not supported for pruned models ({path})")
+    config = Wav2Vec2Config.from_pretrained(path)
+    if attn:
+        config._attn_implementation = attn
+    model = build_pruned(config)
+    try:
+        model.load_state_dict(_read_state_dict(path), strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not match config.json {SHAPES_KEY} (stale? call record_shapes "
+                         f"before save_pretrained): {str(e).splitlines()[1:2]}") from e
+    if isinstance(dtype, str) and dtype != "auto":
+        dtype = getattr(torch, dtype)
+    if isinstance(dtype, torch.dtype):
+        model.to(dtype)
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------- unstructured
+
+
+def sparsify(model, sparsity: float, scope: str = "global",
+             ignore: tuple[str, ...] = ("lm_head", "pos_conv_embed")) -> dict:
+    """Zero the smallest-|w| weights of every Linear/Conv1d not matched by `ignore` (permanent, in place)."""
+    targets = [(n, m) for n, m in model.named_modules()
+               if isinstance(m, (nn.Linear, nn.Conv1d)) and not any(p in n for p in ignore)]
+    if not targets:
+        raise ValueError("unstructured pruning found no Linear/Conv1d weights outside sparse_ignore")
+    weighted_norm = [n for n, m in targets if parametrize.is_parametrized(m, "weight")]
+    if weighted_norm:
+        raise ValueError(f"{weighted_norm[0]} is weight-normed (its weight is computed); add it to sparse_ignore")
+    with torch.no_grad():
+        if scope == "global":
+            flat = torch.cat([m.weight.abs().flatten() for _, m in targets])
+            k = int(round(sparsity * flat.numel()))
+            thr = torch.kthvalue(flat, k).values if k else flat.new_tensor(-1.0)
+            del flat
+            for _, m in targets:
+                m.weight.mul_(m.weight.abs() > thr)
+        else:
+            for _, m in targets:
+                w = m.weight.view(-1)
+                k = int(round(sparsity * w.numel()))
+                if k:
+                    w[torch.topk(w.abs(), k, largest=False).indices] = 0
+    per, zeros, total, csr, bitmask, dense = [], 0, 0, 0, 0, 0
+    for _, m in targets:
+        w = m.weight
+        nz = int(torch.count_nonzero(w))
+        rows, es = w.shape[0], w.element_size()
+        zeros, total = zeros + w.numel() - nz, total + w.numel()
+        per.append(1 - nz / w.numel())
+        dense += w.numel() * es
+        csr += nz * (es + 4) + (rows + 1) * 4          # values + int32 column indices + int32 row pointers
+        bitmask += (w.numel() + 7) // 8 + nz * es      # 1 bit per weight + the nonzero values
+    model_dense = sum(p.numel() * p.element_size() for p in model.parameters())
+    model_zeros = sum(p.numel() - int(torch.count_nonzero(p)) for p in model.parameters())
+    return {"sparsity_target": sparsity, "scope": scope, "modules": len(targets), "targeted_params": total,
+            "sparsity_reached": round(zeros / total, 5),
+            "sparsity_model": round(model_zeros / sum(p.numel() for p in model.parameters()), 5),
+            "per_module_sparsity_range": [round(min(per), 4), round(max(per), 4)],
+            "dense_bytes_model": model_dense, "dense_bytes_targeted": dense,
+            "csr_bytes_targeted": csr, "bitmask_bytes_targeted": bitmask,
+            "model_bytes_if_stored_sparse": model_dense - dense + min(csr, bitmask),
+            "note": "weights stay dense in model.safetensors and in every runtime here: file size and latency "
+                    "are unchanged; the csr/bitmask figures are what a sparse store would take"}

@@ -1,0 +1,61 @@
+"""Bodies of `w2vc wer` and `w2vc eval` (w2vc/cli.py holds only their argument parsers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _write_json(path: str | None, obj) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(obj, indent=1, default=str))
+        print(f"wrote {path}")
+
+
+def run_wer(a) -> int:
+    from w2vc.eval.wer import compare_files
+
+    c = compare_files(a.ref, a.hyp)
+    r = c.result
+    print(f"WER {100 * r.wer:.2f} %  CER {100 * r.cer:.2f} %  "
+          f"({r.substitutions} sub, {r.deletions} del, {r.insertions} ins over {r.ref_words} reference words)")
+    print(f"utterances compared: {r.utterances}")
+    for label, ids in (("only in ref", c.only_in_ref), ("only in hyp", c.only_in_hyp)):
+        if ids:
+            shown = " ".join(ids[:10]) + (f" ... (+{len(ids) - 10} more)" if len(ids) > 10 else "")
+            print(f"{label} ({len(ids)}, not scored): {shown}")
+    _write_json(a.json, c.to_dict(with_utterances=True))
+    return 0
+
+
+def run_eval(a) -> int:
+    from w2vc.eval.evaluate import evaluate_model, log_eval, sets_summary
+    from w2vc.eval.tracking import DEFAULT_URI
+
+    progress = sys.stderr.isatty()
+    res = evaluate_model(a.model, a.data, noisy=a.noisy, split=a.split, limit=a.limit, threads=a.threads,
+                         progress=progress, bf16=a.bf16)
+    threads = f"threads {res.threads}" if res.threads else "default threads"
+    print(f"model {res.model} ({res.runtime}, {threads})  data {res.data} (split {res.split}"
+          f"{f', limit {res.limit}' if res.limit else ''})  {res.wall_seconds:.1f} s")
+    print(res.table())
+    note = sets_summary(res.sets)
+    if note:
+        print(note)
+    if not a.no_mlflow:
+        logged = log_eval(res, experiment=a.experiment)
+        if logged.run_id:
+            uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
+            print(f"MLflow run {logged.run_id} (experiment {a.experiment}, {uri}); figures also in "
+                  f"{logged.local_json}")
+    if a.transcripts:
+        out = Path(a.transcripts)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in res.text_artifacts().items():
+            (out / name).write_text(text)
+        print(f"wrote transcripts to {out}/")
+    _write_json(a.json, res.to_dict())
+    return 0

@@ -147,6 +147,10 @@ def student_from_teacher_layers(teacher, processor, layers: tuple[int, ...]):
     student.wav2vec2.encoder.layers = torch.nn.ModuleList(copy.deepcopy(teacher.wav2vec2.encoder.layers[i])
                                                           for i in layers)
     student.config.num_hidden_layers = len(layers)
+    from w2vc.compress.prune import SHAPES_KEY, record_shapes
+
+    if getattr(student.config, SHAPES_KEY, None):  # a pruned teacher: its per-layer shapes must follow
+        record_shapes(student)
     return student, processor
 
 

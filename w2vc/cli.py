@@ -40,9 +40,89 @@ def cmd_train(a) -> int:
                       dev_limit=a.dev_limit, threads=a.threads,
                       augment=AugmentConfig() if not a.no_augment else
                       AugmentConfig(p_speed=0, p_bandlimit=0, p_noise=0, gain_db_range=(0.0, 0.0)))
-    res = train(cfg, resume=a.resume)
+    res = train(cfg, resume=a.resume, stop_at_step=a.stop_at_step)
     print(f"done: {res['steps']} steps in {res['minutes']:.1f} min; best model: {res['best_dir']}")
     _write_json(a.json, res)
+    return 0
+
+
+def cmd_wer(a) -> int:
+    from w2vc.eval.cli_cmds import run_wer
+
+    return run_wer(a)
+
+
+def cmd_eval(a) -> int:
+    from w2vc.eval.cli_cmds import run_eval
+
+    return run_eval(a)
+
+
+def cmd_distill(a) -> int:
+    from w2vc.artifact import Artifact
+    from w2vc.compress.distill import DistillConfig, distill
+
+    cfg = DistillConfig(student=a.student, init=a.init, data=a.data, steps=a.steps, lr=a.lr,
+                        warmup_steps=a.warmup, teacher_layers=tuple(a.teacher_layers or ()),
+                        alpha_ctc=a.alpha_ctc, alpha_kd=a.alpha_kd, alpha_hidden=a.alpha_hidden,
+                        temperature=a.temperature, eval_every=a.eval_every, seed=a.seed,
+                        hidden_layer_map=tuple(tuple(int(x) for x in p.split(":")) for p in (a.hidden_map or [])))
+    art = distill(Artifact.open(a.teacher), cfg, a.out)
+    print(f"distilled student: {art.path}  report: {json.dumps(art.provenance['report'])}")
+    return 0
+
+
+def cmd_pareto(a) -> int:
+    from w2vc.experiments import pareto as P
+
+    minimize = [k for k in (a.minimize or "").split(",") if k]
+    maximize = [k for k in (a.maximize or "").split(",") if k]
+    if a.csv:
+        rows = P.read_csv(a.csv)
+        source = a.csv
+    elif a.experiment:
+        from w2vc.experiments.runner import rows_from_mlflow
+
+        rows = rows_from_mlflow(a.experiment)
+        source = f"MLflow experiment {a.experiment}"
+        minimize = minimize or ["wer_clean", "latency_p50_ms", "size_mb"]
+    else:
+        raise ValueError("give --csv FILE or --experiment NAME")
+    missing = [k for k in minimize + maximize if all(k not in r for r in rows)]
+    if missing:
+        raise ValueError(f"objective(s) not in {source}: {', '.join(missing)} (columns: {', '.join(rows[0])})")
+    res = P.select(rows, minimize, maximize, a.budget or [])
+    label = next((k for k in ("name", "id", "candidate") if k in rows[0]), None)
+    cols = ([label] if label else []) + minimize + maximize
+    print(P.markdown_table(res, cols))
+    print(f"{len(res.front)} of {len(rows)} points on the front; {len(res.picks)} within budget")
+    if a.plot and len(minimize + maximize) >= 2:
+        keys = minimize + maximize
+        print(f"plot: {P.plot(res, keys[1], keys[0], a.plot, label=label or 'name')}")
+    _write_json(a.json, {"front": res.front, "picks": res.picks, "rows": res.rows})
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from w2vc.eval.cost import bench_command
+
+    return bench_command(a)
+
+
+def cmd_sweep(a) -> int:
+    from w2vc.experiments.config import load_config
+    from w2vc.experiments.runner import run_sweep
+
+    cfg = load_config(a.config)
+    res = run_sweep(cfg, log_mlflow=not a.no_mlflow)
+    print(f"report: {res.report}\nplot:   {res.plot}\ntable:  {res.table_csv}")
+    for p in res.exports:
+        print(f"export: {p}")
+    if res.parent_run_id:
+        print(f"MLflow: parent run {res.parent_run_id} in experiment {cfg.experiment} "
+              "(view: mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1)")
+    _write_json(a.json, {"report": str(res.report), "plot": str(res.plot), "exports": [str(p) for p in res.exports],
+                         "front": res.pareto.front, "picks": res.pareto.picks})
     return 0
 
 
@@ -76,8 +156,85 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int)
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    t.add_argument("--stop-at-step", type=int, help="checkpoint and exit at this step (continue with --resume)")
     t.add_argument("--json")
     t.set_defaults(fn=cmd_train)
+
+    d = sub.add_parser("distill", help="distil a teacher into a student (CTC + KL + hidden-state losses)")
+    d.add_argument("--teacher", required=True, help="teacher model directory")
+    d.add_argument("--student", default="base-s", help="preset (init scratch) or model dir (init checkpoint)")
+    d.add_argument("--init", default="scratch", choices=["scratch", "checkpoint", "teacher_layers"])
+    d.add_argument("--teacher-layers", type=int, nargs="*", help="layers copied for init teacher_layers")
+    d.add_argument("--data", default="data/corpus")
+    d.add_argument("--out", required=True, help="output directory (run/ checkpoints, model/ artifact)")
+    d.add_argument("--steps", type=int, default=2000)
+    d.add_argument("--lr", type=float, default=1e-3)
+    d.add_argument("--warmup", type=int, default=200)
+    d.add_argument("--eval-every", type=int, default=250)
+    d.add_argument("--alpha-ctc", type=float, default=0.5)
+    d.add_argument("--alpha-kd", type=float, default=0.5)
+    d.add_argument("--alpha-hidden", type=float, default=0.0)
+    d.add_argument("--hidden-map", nargs="*", help="student:teacher hidden_states pairs, e.g. 2:4 4:8")
+    d.add_argument("--temperature", type=float, default=2.0)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(fn=cmd_distill)
+
+    w = sub.add_parser("wer", help="WER/CER of two Kaldi-style text files (utt-id words...)")
+    w.add_argument("--ref", required=True, help="reference transcripts")
+    w.add_argument("--hyp", required=True, help="hypothesis transcripts (scored on the ids both files share)")
+    w.add_argument("--json", help="write the figures (and per-utterance errors) as JSON")
+    w.set_defaults(fn=cmd_wer)
+
+    e = sub.add_parser("eval", help="greedy-CTC WER/CER of a model (PyTorch or ONNX) on clean/noisy test sets")
+    e.add_argument("--model", required=True, help="model directory (PyTorch or ONNX artifact) or hub id")
+    e.add_argument("--data", required=True, help="corpus root (has manifests/), LibriSpeech folder, "
+                   ".jsonl/.csv manifest, or folder of audio + transcript file")
+    e.add_argument("--noisy", action="store_true", help="also score the noisy copies (<split>_snr<N>)")
+    e.add_argument("--split", default="test", help="split of a corpus root (default: test)")
+    e.add_argument("--limit", type=int, help="first N utterances of each set")
+    e.add_argument("--threads", type=int, help="intra-op threads (torch or ONNX Runtime)")
+    e.add_argument("--bf16", action="store_true", help="PyTorch models: run under bf16 autocast")
+    e.add_argument("--transcripts", help="also write per-utterance transcripts (TSV) to this directory")
+    e.add_argument("--json", help="write the figures as JSON")
+    e.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")
+    e.add_argument("--experiment", default="w2vc", help="MLflow experiment (default: w2vc)")
+    e.set_defaults(fn=cmd_eval)
+    sw = sub.add_parser("sweep", help="run a sweep of compression recipes (the main job)")
+    sw.add_argument("config", nargs="?", default="experiments/configs/default.yaml", help="sweep YAML")
+    sw.add_argument("--no-mlflow", action="store_true", help="skip MLflow (figures still written to disk)")
+    sw.add_argument("--json")
+    sw.set_defaults(fn=cmd_sweep)
+
+    pa = sub.add_parser("pareto", help="non-dominated set of any table of points (CSV) or of MLflow runs")
+    pa.add_argument("--csv", help="CSV file with a header row")
+    pa.add_argument("--experiment", help="MLflow experiment name (uses its candidate runs)")
+    pa.add_argument("--minimize", help="comma-separated columns to minimise")
+    pa.add_argument("--maximize", help="comma-separated columns to maximise")
+    pa.add_argument("--budget", action="append", help="e.g. 'latency_p50_ms <= 50' (repeatable)")
+    pa.add_argument("--plot", help="write a PNG of the first two objectives")
+    pa.add_argument("--json")
+    pa.set_defaults(fn=cmd_pareto)
+
+    b = sub.add_parser("bench", help="cost: latency p50/p90 + RTF per audio length, size, params, peak RSS, "
+                       "GFLOPs (fresh process per model)")
+    b.add_argument("--model", action="append", help="artifact directory (PyTorch or ONNX); repeatable")
+    b.add_argument("--arch", help="preset shape(s) with random weights, COST-ONLY: base,large,large-s,base-s")
+    b.add_argument("--runtime", choices=["torch", "onnx"], help="default: by artifact (torch for --arch; "
+                   "onnx with --arch exports the random shape first)")
+    b.add_argument("--precision", choices=["fp32", "bf16"], help="torch: cast weights (default: as stored)")
+    b.add_argument("--seconds", default="3", help="audio lengths, comma-separated (default 3)")
+    b.add_argument("--threads", type=int, help="intra-op threads (default: one per physical core)")
+    b.add_argument("--repeats", type=int, default=10, help="timed runs per length, at most (default 10)")
+    b.add_argument("--min-repeats", type=int, default=3, help="timed runs per length, at least (default 3)")
+    b.add_argument("--budget", type=float, default=20.0, help="seconds per length after which runs stop "
+                   "once --min-repeats are done (default 20)")
+    b.add_argument("--warmup", type=int, default=2, help="untimed runs per length (default 2)")
+    b.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
+    b.add_argument("--in-process", action="store_true", help="measure in this process (peak RSS not isolated)")
+    b.add_argument("--json", help="write the figures as JSON")
+    b.add_argument("--no-mlflow", action="store_true", help="do not log MLflow runs")
+    b.add_argument("--experiment", default="w2vc", help="MLflow experiment (default: w2vc)")
+    b.set_defaults(fn=cmd_bench)
     return p
 
 
@@ -93,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # one line for the user; --verbose for the traceback
         if a.verbose:
             raise
-        print(f"w2vc {a.cmd}: error: {type(e).__name__}: {e}", file=sys.stderr)
+        msg = (str(e).strip().splitlines() or [""])[0]
+        msg = msg if len(msg) <= 400 else msg[:400] + " …"
+        print(f"w2vc {a.cmd}: error: {type(e).__name__}: {msg} (--verbose for details)", file=sys.stderr)
         return 1
 
 

@@ -1,0 +1,55 @@
+"""Sweep configs: validation names the bad key; grids expand; recipe strings parse."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from w2vc.experiments.config import ConfigError, load_config, parse_config
+from w2vc.experiments.recipes import parse_chain
+
+BASE = {"name": "t", "teacher": "models/teacher-large-s", "candidates": [{"name": "teacher"}]}
+
+
+def test_default_config_is_valid_and_spans_the_methods():
+    cfg = load_config("experiments/configs/default.yaml")
+    kinds = {s["kind"] for c in cfg.candidates for s in c.steps}
+    methods = {s.get("method") for c in cfg.candidates for s in c.steps}
+    assert len(cfg.candidates) >= 8
+    assert {"distill", "prune", "recover", "export", "quantize"} <= kinds
+    assert {"bf16", "ort_static_int8", "ort_int4"} <= methods
+    assert {"teacher", "student-scratch"} <= {c.name for c in cfg.candidates}
+
+
+@pytest.mark.parametrize("patch, needle", [
+    ({"bogus": 1}, "bogus"),
+    ({"eval": {"limt": 3}}, "limt"),
+    ({"budgets": ["latency is low"]}, "latency is low"),
+    ({"candidates": [{"name": "a", "steps": [{"kind": "shrink"}]}]}, "shrink"),
+    ({"candidates": [{"name": "a", "steps": [{"kind": "prune", "heads": 1.5}]}]}, "heads"),
+    ({"candidates": [{"name": "a", "steps": [{"kind": "quantize", "method": "int3"}]}]}, "int3"),
+    ({"candidates": [{"name": "a", "steps": [{"kind": "prune", "hedas": 0.5}]}]}, "hedas"),
+    ({"candidates": [{"name": "a"}, {"name": "a"}]}, "duplicate"),
+    ({"candidates": [{"name": "a", "from": "student"}]}, "student"),
+])
+def test_bad_configs_name_the_problem(patch, needle):
+    with pytest.raises(ConfigError, match=needle):
+        parse_config({**BASE, **patch})
+
+
+def test_grid_expands_with_names(tmp_path):
+    raw = {**BASE, "candidates": [{"name": "p", "steps": [{"kind": "prune", "heads": 0.5}, {"kind": "export"}],
+                                   "grid": {"prune.heads": [0.25, 0.5], "prune.ffn": [0.0, 0.5]}}]}
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cfg = load_config(f)
+    assert [c.name for c in cfg.candidates] == ["p-heads0.25-ffn0.0", "p-heads0.25-ffn0.5", "p-heads0.5-ffn0.0",
+                                                 "p-heads0.5-ffn0.5"]
+    assert cfg.candidates[1].steps[0] == {"kind": "prune", "heads": 0.25, "ffn": 0.5}
+
+
+def test_parse_chain():
+    assert parse_chain("prune(heads=.5,ffn=.5)->quantize(int8)") == [
+        {"kind": "prune", "heads": 0.5, "ffn": 0.5}, {"kind": "quantize", "method": "int8"}]
+    with pytest.raises(ValueError):
+        parse_chain("")

@@ -96,7 +96,7 @@ class SweepConfig:
 
 
 TOP_KEYS = {"name", "teacher", "student", "data", "eval", "objectives", "maximize", "budgets", "candidates",
-            "export", "experiment", "work_dir"}
+            "export", "experiment", "work_dir", "search"}
 
 
 def _expand(c: dict, i: int) -> list[Candidate]:

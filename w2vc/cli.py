@@ -126,6 +126,38 @@ def cmd_sweep(a) -> int:
     return 0
 
 
+def cmd_whatif(a) -> int:
+    from w2vc.eval.cost import parse_seconds
+    from w2vc.experiments.whatif import whatif
+
+    res = whatif(a.arch, a.recipe, seconds=parse_seconds(a.seconds), threads=a.threads, repeats=a.repeats,
+                 data=a.data)
+    print(f"COST-ONLY (random weights, true {a.arch} shape; no WER): {a.recipe}")
+    for n in res["notes"]:
+        print(f"note: {n}")
+    print(res["table"])
+    r = res["ratio_vs_fp32"]
+    print("recipe / fp32: " + ", ".join(f"{k} {v:.2f}x" for k, v in r.items()))
+    _write_json(a.json, res)
+    return 0
+
+
+def cmd_search(a) -> int:
+    from w2vc.experiments.config import load_config
+    from w2vc.experiments.search import run_search, with_storage_default
+
+    cfg = load_config(a.config)
+    storage = with_storage_default(cfg, a.storage)
+    Path(cfg.work_dir, cfg.name).mkdir(parents=True, exist_ok=True)
+    study = run_search(cfg, a.trials, storage=storage, study_name=a.study, seed=a.seed, log_mlflow=not a.no_mlflow)
+    print(f"study {study.study_name} in {storage}: {len(study.trials)} trials; Pareto-optimal:")
+    for t in study.best_trials:
+        print(f"  trial {t.number}: {dict(zip(list(cfg.objectives) + list(cfg.maximize), t.values))} {t.params}")
+    _write_json(a.json, {"study": study.study_name, "storage": storage, "n_trials": len(study.trials),
+                         "best": [{"number": t.number, "values": t.values, "params": t.params} for t in study.best_trials]})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="w2vc", description="compress wav2vec2 CTC models for edge devices")
     p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
@@ -204,6 +236,26 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--no-mlflow", action="store_true", help="skip MLflow (figures still written to disk)")
     sw.add_argument("--json")
     sw.set_defaults(fn=cmd_sweep)
+
+    wi = sub.add_parser("whatif", help="cost of a recipe on the true Base/Large shape (random weights, cost-only)")
+    wi.add_argument("--arch", required=True, choices=["base", "large", "base-s", "large-s"])
+    wi.add_argument("--recipe", required=True, help='e.g. "prune(heads=.5,ffn=.5)->quantize(int8)"')
+    wi.add_argument("--seconds", default="3")
+    wi.add_argument("--threads", type=int)
+    wi.add_argument("--repeats", type=int, default=10)
+    wi.add_argument("--data", help="corpus for steps that need calibration audio (int8-static)")
+    wi.add_argument("--json")
+    wi.set_defaults(fn=cmd_whatif)
+
+    se = sub.add_parser("search", help="Optuna multi-objective search over recipe knobs (shared storage)")
+    se.add_argument("config")
+    se.add_argument("--trials", type=int, default=10)
+    se.add_argument("--storage", help="Optuna storage URL (default sqlite:///<work_dir>/<name>/optuna.db)")
+    se.add_argument("--study", help="study name (default w2vc-<config name>)")
+    se.add_argument("--seed", type=int)
+    se.add_argument("--no-mlflow", action="store_true")
+    se.add_argument("--json")
+    se.set_defaults(fn=cmd_search)
 
     pa = sub.add_parser("pareto", help="non-dominated set of any table of points (CSV) or of MLflow runs")
     pa.add_argument("--csv", help="CSV file with a header row")

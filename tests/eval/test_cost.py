@@ -81,7 +81,11 @@ def test_in_memory_and_bf16_sizes(tiny_layer_model):
     assert math.isclose(bf16.size_mb, fp32.size_mb / 2, rel_tol=1e-6)
     assert bf16.params_m == fp32.params_m
     assert math.isclose(bf16.gflops, fp32.gflops), "FLOPs are counted from shapes, not dtype"
-    assert next(model.parameters()).dtype == torch.float32, "an in-memory fp32 run leaves the model as it was"
+    threads = torch.get_num_threads()
+    mem_bf16 = measure_cost(model.train(), seconds=(1,), precision="bf16", **FAST)
+    assert mem_bf16.precision == "bf16" and math.isclose(mem_bf16.size_mb, bf16.size_mb)
+    assert next(model.parameters()).dtype == torch.float32 and model.training, "the caller's model is untouched"
+    assert torch.get_num_threads() == threads, "the caller's thread count is restored"
 
 
 def test_onnx_runtime_matches_torch_counts(tiny_onnx):

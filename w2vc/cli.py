@@ -158,6 +158,15 @@ def cmd_search(a) -> int:
     return 0
 
 
+def cmd_pack(a) -> int:
+    from w2vc.models import pack_fp16
+
+    out = pack_fp16(a.src, a.out, note=a.note or "")
+    size = sum(f.stat().st_size for f in out.glob("*.safetensors")) / 2**20
+    print(f"packed {a.src} -> {out} (fp16 safetensors, {size:.1f} MiB)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="w2vc", description="compress wav2vec2 CTC models for edge devices")
     p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
@@ -231,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")
     e.add_argument("--experiment", default="w2vc", help="MLflow experiment (default: w2vc)")
     e.set_defaults(fn=cmd_eval)
+    pk = sub.add_parser("pack", help="store a trained model as fp16 safetensors + processor (for committing)")
+    pk.add_argument("src")
+    pk.add_argument("out")
+    pk.add_argument("--note")
+    pk.set_defaults(fn=cmd_pack)
+
     sw = sub.add_parser("sweep", help="run a sweep of compression recipes (the main job)")
     sw.add_argument("config", nargs="?", default="experiments/configs/default.yaml", help="sweep YAML")
     sw.add_argument("--no-mlflow", action="store_true", help="skip MLflow (figures still written to disk)")

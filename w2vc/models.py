@@ -117,3 +117,25 @@ def load_pretrained(name_or_path: str | os.PathLike, **kw) -> tuple[Wav2Vec2ForC
         model = Wav2Vec2ForCTC.from_pretrained(src, trust_remote_code=False, **kw)
     processor = Wav2Vec2Processor.from_pretrained(src, trust_remote_code=False)
     return model, processor
+
+
+def pack_fp16(src: str | os.PathLike, dst: str | os.PathLike, note: str = "") -> Path:
+    """A trained model as fp16 safetensors + processor (what the repository commits; loads as fp32 by default)."""
+    import shutil
+
+    import torch
+
+    model, processor = load_pretrained(src)
+    out = Path(dst)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.to(torch.float16).save_pretrained(tmp, safe_serialization=True)
+    processor.save_pretrained(tmp)
+    prov = Path(src) / "w2vc.json"
+    meta = json.loads(prov.read_text()) if prov.exists() else {}
+    meta.update({"packed_from": str(src), "dtype": "float16", "note": note})
+    (tmp / "w2vc.json").write_text(json.dumps(meta, indent=1, default=str))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out

@@ -153,8 +153,13 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, log_mlflow: bool = True) 
     for what, path in (("teacher", cfg.teacher), ("student", cfg.student)):
         if path and not Path(path).is_dir():
             raise FileNotFoundError(f"{what} model not found: {path}")
-    print(f"[1/5] corpus {cfg.data.corpus} (seed {cfg.data.seed}, {cfg.data.hours} h; cached when present)")
-    synthesize_corpus(cfg.data.corpus, SynthConfig(hours=cfg.data.hours, seed=cfg.data.seed))
+    meta_file = Path(cfg.data.corpus) / "corpus.json"
+    if meta_file.exists():  # any complete corpus is used as it is (its own settings are in corpus.json)
+        made = json.loads(meta_file.read_text())["config"]
+        print(f"[1/5] corpus {cfg.data.corpus} (present: seed {made['seed']}, {made['hours']} h)")
+    else:
+        print(f"[1/5] corpus {cfg.data.corpus}: synthesizing (seed {cfg.data.seed}, {cfg.data.hours} h)")
+        synthesize_corpus(cfg.data.corpus, SynthConfig(hours=cfg.data.hours, seed=cfg.data.seed))
     sweep_dir = Path(cfg.work_dir) / cfg.name
     cache, evals = sweep_dir / "steps", sweep_dir / "evals"
     cache.mkdir(parents=True, exist_ok=True)
@@ -306,17 +311,23 @@ def _export_picks(cfg: SweepConfig, res: P.ParetoResult, results: list[Candidate
             continue
         tmp = dst.with_name(dst.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        if art.format == "onnx":
-            shutil.copytree(art.path, tmp)
-            write_model_card(tmp, art.provenance.get("report", {}), metrics)
-        else:
-            export_onnx(art, ExportConfig(parity_data=cfg.data.corpus), tmp, metrics=metrics)
+        try:
+            if art.format == "onnx":
+                shutil.copytree(art.path, tmp)
+                write_model_card(tmp, art.provenance.get("report", {}), metrics)
+            else:
+                export_onnx(art, ExportConfig(parity_data=cfg.data.corpus), tmp, metrics=metrics)
+        except ValueError as e:  # e.g. a torch runtime-transform candidate: no ONNX equivalent
+            print(f"warning: pick {cr.name} not exported: {e}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            continue
         prov = json.loads((tmp / "w2vc.json").read_text()) if (tmp / "w2vc.json").exists() else {}
         prov.update(source_hash=art.hash, candidate=cr.name, sweep=cfg.name, metrics=metrics)
         (tmp / "w2vc.json").write_text(json.dumps(prov, indent=1, default=str))
         if dst.exists():
             shutil.rmtree(dst)  # our own previous export of this candidate, superseded
         os.replace(tmp, dst)
+        write_model_card(dst, prov.get("report", {}), metrics, prov.get("lineage", []))  # final path in the card
         out_paths.append(dst)
         if client is not None and cfg.export.register and cr.run_id:
             _register(client, cr, dst, cfg)

@@ -34,10 +34,10 @@ def package_versions() -> dict[str, str]:
 
 
 def dir_hash(path: str | os.PathLike) -> str:
-    """sha256 over file names and bytes (w2vc.json excluded: provenance is not content)."""
+    """sha256 over file names and bytes (w2vc.json and the README model card excluded: not content)."""
     h = hashlib.sha256()
     root = Path(path)
-    for f in sorted(p for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE):
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and p.name not in (PROVENANCE, "README.md")):
         h.update(str(f.relative_to(root)).encode())
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):

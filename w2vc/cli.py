@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         msg = (str(e).strip().splitlines() or [""])[0]
         msg = msg if len(msg) <= 400 else msg[:400] + " …"
-        print(f"w2vc {a.cmd}: error: {type(e).__name__}: {msg} (--verbose for details)", file=sys.stderr)
+        print(f"w2vc {a.cmd}: error: {type(e).__name__}: {msg}", file=sys.stderr)
         return 1
 
 

@@ -67,6 +67,11 @@ def test_config_round_trip_and_presets():
     assert {c.method for c in _presets("x").values()} == set(METHODS)
     assert QuantizeConfig.ort_static_int8("x").ops == ("Conv", "MatMul")
     assert QuantizeConfig.ort_dynamic_int8().ops == ("MatMul",)
+    # from_dict/YAML without keep_fp32 gets the same measured defaults as the presets
+    assert QuantizeConfig(method="ort_static_int8", calibration_data="x") == QuantizeConfig.ort_static_int8("x")
+    assert "*/attention/MatMul*" in QuantizeConfig.ort_dynamic_int8().keep_fp32
+    assert QuantizeConfig(method="bf16").keep_fp32 == ()
+    assert QuantizeConfig.inc_int4_rtn().keep_fp32 == ("lm_head",)
 
 
 @pytest.mark.parametrize("kw, msg", [
@@ -74,7 +79,7 @@ def test_config_round_trip_and_presets():
     (dict(method="ort_static_int8"), "needs calibration_data"),
     (dict(method="inc_int4_gptq"), "needs calibration_data"),
     (dict(method="ort_int4", int4_algo="gptq", calibration_data="x"), "symmetric=True"),
-    (dict(method="bf16"), "bf16 keeps no layer"),
+    (dict(method="bf16", keep_fp32=("lm_head",)), "bf16 keeps no layer"),
     (dict(method="ort_dynamic_int8", ops=("Conv", "MatMul")), "ConvInteger"),
     (dict(method="ort_int4", block_size=24), "block_size"),
     (dict(method="ort_int4", int4_algo="awq"), "int4_algo"),
@@ -101,6 +106,8 @@ def test_ort_methods_structure(results, mid, name, op):
     g = onnx.load(str(a.path / "model.onnx")).graph
     lm = [n for n in g.node if n.name == "/lm_head/MatMul"]
     assert len(lm) == 1 and lm[0].op_type == "MatMul"  # ... the node is still a float MatMul
+    if name in ("ort_dynamic_int8", "ort_static_int8"):  # attention-score products stay fp32 by default
+        assert "/wav2vec2/encoder/layers.1/attention/MatMul_1" in rep["excluded_nodes"]
     if name == "ort_static_int8":  # the raw-waveform conv stays fp32 by default, the others are QDQ
         assert rep["ops"]["Conv"] == 8
         assert "/wav2vec2/feature_extractor/conv_layers.0/conv/Conv" in rep["excluded_nodes"]

@@ -84,6 +84,8 @@ def build_candidate(c: Candidate, cfg: SweepConfig, cache: Path, progress: bool 
             art = Artifact.open(done)
             continue
         work = cache / f"{key}.work"
+        if s["kind"] not in ("distill", "recover"):  # these resume from their checkpoint; others restart
+            shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True, exist_ok=True)
         out = spec.run(art, step_cfg, work / "out", ctx)
         os.replace(out.path, done)  # the cache entry appears only when the step finished
@@ -108,7 +110,7 @@ def measure_candidate(art: Artifact, cfg: SweepConfig, eval_data) -> tuple[dict,
     metrics = {k: v for k, v in res.metrics.items()}
     cost = measure_cost_isolated(str(art.path), seconds=cfg.eval.seconds, threads=cfg.eval.threads,
                                  repeats=cfg.eval.repeats)
-    metrics.update(cost.metrics)
+    metrics.update(cost.metrics())
     return metrics, res.text_artifacts()
 
 
@@ -118,10 +120,11 @@ def _mlflow():
     return setup_mlflow
 
 
-def _find_run(client, experiment_id: str, tag: str, value: str):
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{tag}` = '{value}'",
+def _find_run(client, experiment_id: str, kind: str, tag: str, value: str, finished_only: bool = True):
+    runs = client.search_runs([experiment_id],
+                              filter_string=f"tags.`w2vc.kind` = '{kind}' and tags.`{tag}` = '{value}'",
                               order_by=["attributes.start_time DESC"], max_results=20)
-    return [r for r in runs if r.info.status == "FINISHED" or tag == "w2vc.sweep"]
+    return [r for r in runs if r.info.status == "FINISHED" or not finished_only]
 
 
 def rows_from_mlflow(experiment: str) -> list[dict]:
@@ -182,7 +185,7 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, log_mlflow: bool = True) 
 
             client = MlflowClient()
             exp_id = mlflow.get_experiment_by_name(cfg.experiment).experiment_id
-            found = _find_run(client, exp_id, "w2vc.sweep", cfg.name)
+            found = _find_run(client, exp_id, "sweep", "w2vc.sweep", cfg.name, finished_only=False)
             if found:
                 parent_id = found[0].info.run_id
             else:
@@ -265,9 +268,14 @@ def _log_candidate(client, exp_id, parent_id, cr: CandidateResult, texts: dict, 
 
     from w2vc.eval.tracking import standard_tags
 
-    found = _find_run(client, exp_id, "w2vc.candidate_key", cr.key)
-    if found:
-        return found[0].info.run_id
+    found = _find_run(client, exp_id, CANDIDATE_KIND, "w2vc.candidate_key", cr.key, finished_only=False)
+    done = [r for r in found if r.info.status == "FINISHED"]
+    if done:
+        return done[0].info.run_id
+    for r in found:  # a run cut off by a crash mid-logging: keep it visible, mark it, log afresh
+        client.set_tag(r.info.run_id, "w2vc.superseded", "true")
+        if r.info.status == "RUNNING":
+            client.set_terminated(r.info.run_id, "FAILED")
     tags = {"mlflow.parentRunId": parent_id, "w2vc.kind": CANDIDATE_KIND, "w2vc.candidate": cr.name,
             "w2vc.candidate_key": cr.key, "w2vc.sweep": cfg.name, "lineage": " -> ".join(cr.lineage) or "baseline",
             "artifact": cr.artifact, **standard_tags()}

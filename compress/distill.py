@@ -79,12 +79,9 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> DistillConfig:
-        from dataclasses import fields
+        from w2vc.util import reject_unknown
 
-        known = [f.name for f in fields(cls)]
-        bad = sorted(set(d) - set(known))
-        if bad:
-            raise ValueError(f"unknown distill option(s) {', '.join(bad)}; known: {', '.join(known)}")
+        reject_unknown(cls, d, "distill")
         d = dict(d)
         if "augment" in d and isinstance(d["augment"], dict):
             d["augment"] = AugmentConfig.from_dict(d["augment"])

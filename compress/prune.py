@@ -21,7 +21,7 @@ recorded in config.json under `w2vc_pruned_shapes`, and `w2vc.models.load_pretra
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from w2vc.artifact import Artifact, copy_processor_files, finalize
+from w2vc.util import reject_unknown
 
 SHAPES_KEY = "w2vc_pruned_shapes"
 SHAPES_VERSION = 1
@@ -113,10 +114,7 @@ class PruneConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> PruneConfig:
-        known = [f.name for f in fields(cls)]
-        bad = sorted(set(d) - set(known))
-        if bad:
-            raise ValueError(f"unknown prune option(s) {', '.join(bad)}; known: {', '.join(known)}")
+        reject_unknown(cls, d, "prune")
         d = dict(d)
         for k in ("drop_layers", "sparse_ignore"):
             if k in d:

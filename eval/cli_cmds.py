@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
-
-def _write_json(path: str | None, obj) -> None:
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(obj, indent=1, default=str))
-        print(f"wrote {path}")
+from w2vc.util import write_json as _write_json
 
 
 def run_wer(a) -> int:

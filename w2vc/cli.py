@@ -8,12 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-
-def _write_json(path: str | None, obj) -> None:
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(obj, indent=1, default=str))
-        print(f"wrote {path}")
+from w2vc.util import write_json as _write_json
 
 
 def cmd_data_synth(a) -> int:

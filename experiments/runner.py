@@ -105,7 +105,7 @@ def measure_candidate(art: Artifact, cfg: SweepConfig, eval_data) -> tuple[dict,
     from w2vc.eval.evaluate import evaluate_model
     from w2vc.eval.transcribe import load_transcriber
 
-    tr = load_transcriber(art.path, threads=cfg.eval.threads) if art.format == "onnx" else load_transcriber(art.path)
+    tr = load_transcriber(art.path, threads=cfg.eval.threads)
     res = evaluate_model(tr, eval_data, threads=cfg.eval.threads, model_name=str(art.path))
     metrics = {k: v for k, v in res.metrics.items()}
     cost = measure_cost_isolated(str(art.path), seconds=cfg.eval.seconds, threads=cfg.eval.threads,

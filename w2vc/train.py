@@ -232,6 +232,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
                  else trainee)
 
     def checkpoint():
+        state["elapsed"] = time.time() - t0  # wall time so far travels with the checkpoint
         if rank != 0:
             return
         tmp = ckpt_file.with_suffix(".tmp")
@@ -248,6 +249,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
             res[name] = word_error_rate(dev_ds.ids, dev_ds.texts, hyps).wer
         model.train()
         return res
+
+    def summary(**extra) -> dict:
+        return {"steps": state["step"], "best_dev_score": state["best"], "minutes": state["elapsed"] / 60,
+                "history": state["history"], "best_dir": str(out / "best"), **extra}
 
     stop = {"flag": False}
 
@@ -314,23 +319,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
                     if world > 1:
                         dist.barrier()
                 if time.time() - last_ckpt > cfg.ckpt_minutes * 60:
-                    state["elapsed"] = time.time() - t0
                     checkpoint()
                     last_ckpt = time.time()
                 if stop["flag"]:
                     raise _Stop
                 if stop_at_step is not None and state["step"] >= stop_at_step:
-                    state["elapsed"] = time.time() - t0
                     checkpoint()
                     bar.close()
-                    return {"steps": state["step"], "best_dev_score": state["best"], "stopped_early": True,
-                            "minutes": state["elapsed"] / 60, "history": state["history"],
-                            "best_dir": str(out / "best")}
+                    return summary(stopped_early=True)
             if state["batch"] >= len(mine):
                 state["epoch"] += 1
                 state["batch"] = 0
     except _Stop:
-        state["elapsed"] = time.time() - t0
         checkpoint()
         bar.close()
         raise KeyboardInterrupt(f"interrupted at step {state['step']}; checkpoint saved, continue with --resume") from None
@@ -338,9 +338,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
         for s, h in old_handlers.items():
             signal.signal(s, h)
     bar.close()
-    state["elapsed"] = time.time() - t0
     checkpoint()
     if not (out / "best").exists() and rank == 0:
         save_model_dir(model, processor, out / "best", {"step": step_name, "params": cfg.to_dict()})
-    return {"steps": state["step"], "best_dev_score": state["best"], "minutes": state["elapsed"] / 60,
-            "history": state["history"], "best_dir": str(out / "best")}
+    return summary()

@@ -152,8 +152,11 @@ def student_from_teacher_layers(teacher, processor, layers: tuple[int, ...]):
 
 
 def distill(teacher: Artifact, cfg: DistillConfig, out_dir: str | Path, resume: bool = True,
-            progress: bool = True) -> Artifact:
-    """Train a student against `teacher`; the output artifact is the best-by-dev student."""
+            progress: bool = True) -> Artifact | None:
+    """Train a student against `teacher`; the output artifact is the best-by-dev student.
+
+    Data-parallel under torchrun/accelerate (one batch shard per process); there only rank 0 returns the
+    artifact, the other ranks return None."""
     out = Path(out_dir)
     t_model, t_proc = teacher.load_torch()
     t_model.float().eval()
@@ -175,7 +178,7 @@ def distill(teacher: Artifact, cfg: DistillConfig, out_dir: str | Path, resume: 
                        out=str(out / "run"), steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
                        batch_seconds=cfg.batch_seconds, eval_every=cfg.eval_every, seed=cfg.seed, bf16=cfg.bf16,
                        augment=cfg.augment)
-    from w2vc.train import cpu_has_bf16
+    from w2vc.train import _dist_info, cpu_has_bf16
 
     use_bf16 = cpu_has_bf16() if cfg.bf16 is None else cfg.bf16
     probe, _ = model_init()
@@ -183,6 +186,11 @@ def distill(teacher: Artifact, cfg: DistillConfig, out_dir: str | Path, resume: 
     del probe
     res = train(tcfg, resume=resume and (out / "run" / "last.pt").exists(), progress=progress,
                 objective=objective, model_init=model_init, step_name="distill")
+    rank, world = _dist_info()
+    if world > 1:  # under torchrun/accelerate: rank 0 alone turns the run into the artifact
+        torch.distributed.barrier()
+        if rank != 0:
+            return None
     best = out / "run" / "best"
     final = out / "model"
     if final.exists():

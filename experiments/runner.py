@@ -23,6 +23,7 @@ from w2vc.artifact import Artifact, step_key
 from w2vc.experiments import pareto as P
 from w2vc.experiments.config import Candidate, SweepConfig
 from w2vc.experiments.recipes import StepContext, get_step
+from w2vc.util import file_lock
 
 CANDIDATE_KIND = "candidate"
 
@@ -80,16 +81,17 @@ def build_candidate(c: Candidate, cfg: SweepConfig, cache: Path, progress: bool 
         step_cfg = spec.make_config(params, ctx)
         key = step_key(art.hash, s["kind"], step_cfg.to_dict() if hasattr(step_cfg, "to_dict") else params)
         done = cache / key
-        if (done / "w2vc.json").exists():
-            art = Artifact.open(done)
-            continue
-        work = cache / f"{key}.work"
-        if s["kind"] not in ("distill", "recover"):  # these resume from their checkpoint; others restart
-            shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True, exist_ok=True)
-        out = spec.run(art, step_cfg, work / "out", ctx)
-        os.replace(out.path, done)  # the cache entry appears only when the step finished
-        shutil.rmtree(work, ignore_errors=True)
+        # one builder per step: processes sharing the cache (search workers, a sweep beside them) wait
+        # for a step another one is building, then find it finished
+        with file_lock(cache / f"{key}.lock"):
+            if not (done / "w2vc.json").exists():
+                work = cache / f"{key}.work"
+                if s["kind"] not in ("distill", "recover"):  # these resume from their checkpoint; others restart
+                    shutil.rmtree(work, ignore_errors=True)
+                work.mkdir(parents=True, exist_ok=True)
+                out = spec.run(art, step_cfg, work / "out", ctx)
+                os.replace(out.path, done)  # the cache entry appears only when the step finished
+                shutil.rmtree(work, ignore_errors=True)
         art = Artifact.open(done)
     return art
 

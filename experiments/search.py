@@ -16,11 +16,15 @@ several `w2vc search` processes fill one study; every trial is also an MLflow ru
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import math
+import os
 from pathlib import Path
 
 from w2vc.experiments.config import Candidate, ConfigError, SweepConfig
+from w2vc.util import file_lock
 
 
 def _space(cfg: SweepConfig) -> tuple[dict, list[dict], str, str]:
@@ -59,6 +63,14 @@ def _suggest(trial, space: dict, steps: list[dict]) -> tuple[list[dict], dict]:
     return steps, chosen
 
 
+def _sqlite_init_lock(url: str | None):
+    """Serialise first use of a shared SQLite file across processes: Optuna (create_all) and MLflow
+    (alembic migrations, set_experiment) both fail when two processes create the same fresh database."""
+    if not url or not url.startswith("sqlite:///") or url.endswith(":memory:"):
+        return contextlib.nullcontext()
+    return file_lock(Path(url[len("sqlite:///"):].split("?", 1)[0] + ".lock"))
+
+
 def run_search(cfg: SweepConfig, trials: int, storage: str | None = None, study_name: str | None = None,
                seed: int | None = None, log_mlflow: bool = True, progress: bool = True):
     import optuna
@@ -77,8 +89,18 @@ def run_search(cfg: SweepConfig, trials: int, storage: str | None = None, study_
 
     kw = {"constraints_func": constraints, "seed": seed} if cfg.budgets else {"seed": seed}
     sampler = optuna.samplers.NSGAIISampler(**kw) if sampler_name == "nsga2" else optuna.samplers.TPESampler(**kw)
-    study = optuna.create_study(storage=storage, study_name=study_name or f"w2vc-{cfg.name}", directions=directions,
-                                sampler=sampler, load_if_exists=True)
+    with _sqlite_init_lock(storage):
+        study = optuna.create_study(storage=storage, study_name=study_name or f"w2vc-{cfg.name}",
+                                    directions=directions, sampler=sampler, load_if_exists=True)
+    if log_mlflow:  # create the tracking store and experiment now, one process at a time
+        from w2vc.eval.tracking import DEFAULT_URI, setup_mlflow
+
+        uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
+        try:
+            with _sqlite_init_lock(uri):
+                setup_mlflow(cfg.experiment)
+        except Exception as e:  # as in log_run: MLflow trouble never stops the search (figures kept on disk)
+            logging.getLogger(__name__).warning("MLflow setup failed (%s: %s)", type(e).__name__, e)
     full = load_eval_data(cfg.data.corpus, split=cfg.eval.split, noisy=any(s != "clean" for s in cfg.eval.sets),
                           limit=cfg.eval.limit)
     eval_data = EvalData(full.source, full.split, full.limit, [(e, d) for e, d in full.sets if e.name in cfg.eval.sets])
@@ -88,7 +110,7 @@ def run_search(cfg: SweepConfig, trials: int, storage: str | None = None, study_
     def objective(trial):
         steps, chosen = _suggest(trial, space, template)
         cand = Candidate(f"trial{trial.number}", start, tuple(steps))
-        art = build_candidate(cand, cfg, cache, progress=progress)
+        art = build_candidate(cand, cfg, cache, progress=progress)  # locks each step it builds
         metrics, texts = measure_candidate(art, cfg, eval_data)
         trial.set_user_attr("artifact", str(art.path))
         trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if isinstance(v, (int, float))})

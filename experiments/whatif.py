@@ -39,6 +39,8 @@ def expand_recipe(text: str, data: str | None = None) -> tuple[list[dict], list[
         if kind == "prune":
             s = {**s}
         steps.append(s)
+    for s in steps:  # unknown kinds/options fail here, before the (Large: 1.2 GB) random model is built
+        get_step(s["kind"]).make_config({k: v for k, v in s.items() if k != "kind"}, None)
     if not steps:
         raise ValueError(f"recipe {text!r} has no shape-changing step (prune, export, quantize)")
     return steps, notes
@@ -60,15 +62,18 @@ def whatif(arch: str, recipe: str, seconds=(3.0,), threads: int | None = None, r
         art = finalize(base, "init", {"arch": arch, "weights": "random (cost-only)"}, None)
         ctx = StepContext(root=art, data=data or "data/corpus", progress=progress)
         rows = [("fp32 (torch)", art)]
+        done = []  # shape-changing steps applied so far: the ONNX row is labelled with what it holds
         for i, s in enumerate(steps):
             params = {k: v for k, v in s.items() if k != "kind"}
             if s["kind"] == "export":
                 params.setdefault("parity_data", None)
                 params.setdefault("max_logit_diff", 1e-2)  # random weights: parity of the graph, not of a task
+            else:
+                done.append(f"{s['kind']}({','.join(f'{k}={v}' for k, v in params.items())})")
             spec = get_step(s["kind"])
             art = spec.run(art, spec.make_config(params, ctx), Path(td) / f"step{i}-{s['kind']}", ctx)
             if s["kind"] == "export":
-                rows.append(("fp32 (onnx)", art))
+                rows.append(("->".join(done + ["fp32 (onnx)"]), art))
         rows.append((recipe, art))
         kw = dict(seconds=tuple(seconds), threads=threads, repeats=repeats, cost_only=True)
         results = [measure_cost_isolated(str(a.path), name=f"{arch} {label}", **kw) for label, a in rows]

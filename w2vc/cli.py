@@ -58,11 +58,14 @@ def cmd_distill(a) -> int:
     from w2vc.compress.distill import DistillConfig, distill
 
     cfg = DistillConfig(student=a.student, init=a.init, data=a.data, steps=a.steps, lr=a.lr,
-                        warmup_steps=a.warmup, teacher_layers=tuple(a.teacher_layers or ()),
+                        warmup_steps=a.warmup, batch_seconds=a.batch_seconds,
+                        teacher_layers=tuple(a.teacher_layers or ()),
                         alpha_ctc=a.alpha_ctc, alpha_kd=a.alpha_kd, alpha_hidden=a.alpha_hidden,
                         temperature=a.temperature, eval_every=a.eval_every, seed=a.seed,
                         hidden_layer_map=tuple(tuple(int(x) for x in p.split(":")) for p in (a.hidden_map or [])))
     art = distill(Artifact.open(a.teacher), cfg, a.out)
+    if art is None:  # a non-zero rank of a data-parallel run
+        return 0
     print(f"distilled student: {art.path}  report: {json.dumps(art.provenance['report'])}")
     return 0
 
@@ -206,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=2000)
     d.add_argument("--lr", type=float, default=1e-3)
     d.add_argument("--warmup", type=int, default=200)
+    d.add_argument("--batch-seconds", type=float, default=30.0, help="audio per batch and process")
     d.add_argument("--eval-every", type=int, default=250)
     d.add_argument("--alpha-ctc", type=float, default=0.5)
     d.add_argument("--alpha-kd", type=float, default=0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import fields
 from pathlib import Path
@@ -21,3 +22,17 @@ def write_json(path: str | None, obj) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(obj, indent=1, default=str))
         print(f"wrote {path}")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive advisory lock (flock) on `path`, shared by every process on this machine that takes it."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

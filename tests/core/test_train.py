@@ -105,3 +105,94 @@ def test_resume_continues_the_identical_run(tiny_corpus, tmp_path):
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "part" / "last.pt", weights_only=True)["model"]
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def _log_rows(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _optim_steps(ck) -> int:
+    """Optimizer steps recorded in a checkpoint: AdamW counts every .step() per parameter (restored on resume)."""
+    return max(int(s["step"]) for s in ck["optim"]["state"].values())
+
+
+def test_cli_train_killed_with_sigkill_resumes_from_its_checkpoint(tiny_corpus, tiny_layer_model, tmp_path):
+    """`w2vc train` killed -9 mid-run (no handler runs) continues with --resume from last.pt's step, not from 0;
+    without --resume the same --out is refused with one clear line."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from transformers import Wav2Vec2ForCTC
+
+    out, steps, every = tmp_path / "run", 24, 2
+    cmd = [sys.executable, "-m", "w2vc.cli", "train", "--arch", str(tiny_layer_model), "--data", str(tiny_corpus),
+           "--out", str(out), "--steps", str(steps), "--eval-every", str(every), "--warmup", "2", "--lr", "3e-3",
+           "--batch-seconds", "4", "--dev-limit", "2", "--seed", "3", "--bf16", "off", "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    log, ckpt = out / "log.jsonl", out / "last.pt"
+
+    with open(tmp_path / "first.out", "w") as fo, open(tmp_path / "first.err", "w") as fe:
+        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env)
+        try:
+            deadline = time.time() + 90
+            # wait until the eval at step 2*every has been logged and checkpointed (last.pt rewritten after the
+            # log row), then kill -9 while the next training steps run
+            while not (ckpt.exists() and any(r["step"] >= 2 * every for r in _log_rows(log))
+                       and ckpt.stat().st_mtime_ns >= log.stat().st_mtime_ns):
+                assert proc.poll() is None, f"run ended before it could be killed: {(tmp_path / 'first.err').read_text()[-2000:]}"
+                assert time.time() < deadline, "no checkpoint within 90 s"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=30) == -signal.SIGKILL  # it was still running: a real mid-run crash
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    ck = torch.load(ckpt, map_location="cpu", weights_only=True)
+    ck_step = json.loads(ck["state"])["step"]
+    assert 2 * every <= ck_step < steps and ck_step % every == 0, ck_step  # checkpoints come with each eval
+    assert _optim_steps(ck) == ck_step
+    rows_before = _log_rows(log)
+    assert [r["step"] for r in rows_before if r["step"] <= ck_step] == list(range(every, ck_step + 1, every))
+    # the kill may land between a log row and its checkpoint: at most that one row runs ahead of last.pt
+    assert [r["step"] for r in rows_before if r["step"] > ck_step] in ([], [ck_step + every])
+    ckpt_bytes = ckpt.read_bytes()
+
+    # same --out without --resume: refused, one line, no traceback, nothing touched
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    err = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("w2vc train: error: FileExistsError:"), r.stderr
+    assert "--resume" in err[0] and str(out) in err[0]
+    assert ckpt.read_bytes() == ckpt_bytes and _log_rows(log) == rows_before
+
+    # --resume: continues at ck_step and finishes the schedule
+    t0 = time.time()
+    r = subprocess.run(cmd + ["--resume", "--json", str(tmp_path / "res.json")], capture_output=True, text=True,
+                       env=env, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    resume_s = time.time() - t0
+    # the log is the run's: every eval step once (a row written past the checkpoint is dropped on resume)
+    assert [r_["step"] for r_ in _log_rows(log)] == list(range(every, steps + 1, every)), (ck_step, _log_rows(log))
+    shown = [int(n) for n in re.findall(rf"(\d+)/{steps} \[", r.stderr)]  # tqdm progress of the resumed run
+    assert shown and shown[0] == ck_step and shown[-1] == steps and min(shown) == ck_step, (ck_step, shown)
+    assert f"done: {steps} steps" in r.stdout
+    res = json.loads((tmp_path / "res.json").read_text())
+    assert res["steps"] == steps
+    assert [h["step"] for h in res["history"]] == list(range(every, steps + 1, every))
+    final = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert json.loads(final["state"])["step"] == steps
+    # optimizer steps taken by the resumed process = steps - checkpoint step (AdamW's count was restored at ck_step)
+    assert _optim_steps(final) - _optim_steps(ck) == steps - ck_step
+
+    best = Wav2Vec2ForCTC.from_pretrained(out / "best").eval()
+    with torch.no_grad():
+        logits = best(torch.zeros(1, 16000)).logits
+    assert logits.shape[-1] == best.config.vocab_size and torch.isfinite(logits).all()
+    print(f"killed at checkpoint step {ck_step}/{steps}; resume took {resume_s:.1f} s")

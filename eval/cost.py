@@ -463,7 +463,8 @@ def _load_torch_dir(path: Path, precision: str | None, notes: list[str]):
         stored = "bf16"
     if precision and transform in ("torch_dynamic_int8", "fake_quant"):
         raise ValueError(f"{path} is {transform} (w2vc_runtime.json); --precision only applies to float models")
-    target = precision or stored
+    # fp16 on disk is a storage format (committed models are packed so); CPUs run those weights as fp32
+    target = precision or ("fp32" if stored == "fp16" else stored)
     model, _ = load_pretrained(path, dtype=_torch_dtype(target))
     label = target
     if transform:

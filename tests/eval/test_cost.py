@@ -180,3 +180,15 @@ def test_table_has_one_row_per_model(tiny_layer_model):
     table = cost_table([r, r]).splitlines()
     assert len(table) == 4 and "p50/p90 ms @1s" in table[0] and "-" in table[2]  # GFLOPs not counted
     assert state_dict_mb(Wav2Vec2ForCTC(tiny_config("group"))) > 0
+
+
+def test_fp16_packed_dir_runs_and_costs_as_fp32(tiny_layer_model, tmp_path):
+    """Committed models are stored fp16 to stay small in git; a CPU runs them (and eval scores them) in fp32."""
+    from w2vc.models import pack_fp16
+
+    packed = pack_fp16(tiny_layer_model, tmp_path / "packed")
+    fp32 = measure_cost(tiny_layer_model, seconds=(1,), **FAST)
+    r = measure_cost(packed, seconds=(1,), **FAST)
+    assert r.precision == "fp32" and r.size_source == "parameters (fp32; disk holds fp16)"
+    assert 0 < fp32.size_mb - r.size_mb < 64 / 1024, "fp32 parameter bytes = the fp32 directory minus small files"
+    assert r.params_m == fp32.params_m

@@ -15,28 +15,43 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq}
-_BUDGET = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|==|<|>)\s*([-+0-9.eE]+)\s*$")
+_BUDGET = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|==|<|>)\s*([-+0-9.eE]+)\s*(?:[x*]\s*([\w.-]+))?\s*$")
 
 
 @dataclass(frozen=True)
 class Budget:
+    """`metric op value`, or relative to a named row: `wer_clean <= 1.15 x teacher` (value × its metric)."""
+
     metric: str
     op: str
     value: float
+    ref: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> Budget:
         m = _BUDGET.match(text)
         if not m:
-            raise ValueError(f"bad budget {text!r}: expected 'metric <= number' (ops: {', '.join(_OPS)})")
-        return cls(m.group(1), m.group(2), float(m.group(3)))
+            raise ValueError(f"bad budget {text!r}: expected 'metric <= number' or 'metric <= factor x candidate' "
+                             f"(ops: {', '.join(_OPS)})")
+        return cls(m.group(1), m.group(2), float(m.group(3)), m.group(4))
+
+    def resolved(self, rows: Sequence[dict]) -> Budget:
+        """The absolute budget: a relative one takes its reference row's figure (a missing row is an error)."""
+        if self.ref is None:
+            return self
+        ref = [r for r in rows if r.get("name") == self.ref]
+        if not ref or _isnan(ref[0].get(self.metric)):
+            raise ValueError(f"budget '{self}': no row named {self.ref!r} with {self.metric}")
+        return Budget(self.metric, self.op, self.value * float(ref[0][self.metric]))
 
     def ok(self, row: dict) -> bool:
+        if self.ref is not None:
+            raise ValueError(f"budget '{self}' is relative: resolve it against the rows first")
         v = row.get(self.metric)
         return v is not None and not _isnan(v) and _OPS[self.op](float(v), self.value)
 
     def __str__(self) -> str:
-        return f"{self.metric} {self.op} {self.value:g}"
+        return f"{self.metric} {self.op} {self.value:g}" + (f" x {self.ref}" if self.ref else "")
 
 
 def _isnan(v) -> bool:
@@ -111,7 +126,7 @@ def select(rows: Sequence[dict], minimize: Sequence[str], maximize: Sequence[str
     """Rank all rows with a complete objective vector; rows missing an objective get rank None."""
     if not minimize and not maximize:
         raise ValueError("give at least one objective to minimise or maximise")
-    budgets = [b if isinstance(b, Budget) else Budget.parse(b) for b in budgets]
+    budgets = [(b if isinstance(b, Budget) else Budget.parse(b)).resolved(rows) for b in budgets]
     keys = list(minimize) + list(maximize)
     out = [dict(r) for r in rows]
     complete = [i for i, r in enumerate(out) if all(not _isnan(r.get(k)) for k in keys)]

@@ -347,11 +347,18 @@ def _export_picks(cfg: SweepConfig, res: P.ParetoResult, results: list[Candidate
 def _register(client, cr: CandidateResult, bundle: Path, cfg: SweepConfig) -> None:
     """Log the bundle to the candidate's run and register it (model registry name: w2vc-<sweep>-<cand>)."""
     try:
-        import mlflow
+        from mlflow.exceptions import MlflowException
 
         client.log_artifacts(cr.run_id, str(bundle), "bundle")
         name = f"w2vc-{cfg.name}-{cr.name}".replace("/", "-")
-        mv = mlflow.register_model(f"runs:/{cr.run_id}/bundle", name)
+        try:
+            client.create_registered_model(name, description=f"w2vc sweep {cfg.name}: candidate {cr.name}")
+        except MlflowException:  # registered by an earlier sweep: add a version
+            pass
+        # the bundle is a plain artifact directory (ONNX + processor), not an MLflow flavour: MLflow 3's
+        # register_model("runs:/...") looks for a LoggedModel, so the version points at the artifacts directly
+        source = f"{client.get_run(cr.run_id).info.artifact_uri}/bundle"
+        mv = client.create_model_version(name, source, run_id=cr.run_id)
         client.set_tag(cr.run_id, "registered_model", f"{name}/{mv.version}")
     except Exception as e:
         print(f"warning: model registry skipped for {cr.name} ({type(e).__name__}: {e})")

@@ -81,6 +81,9 @@ def run_search(cfg: SweepConfig, trials: int, storage: str | None = None, study_
     space, template, start, sampler_name = _space(cfg)
     _suggest(optuna.trial.FixedTrial({k: (v["choices"][0] if isinstance(v, dict) else v[0])
                                       for k, v in space.items()}), space, template)  # validate early
+    relative = [str(b) for b in cfg.budgets if b.ref]
+    if relative:  # trials are single points: there is no reference candidate to scale by
+        raise ConfigError(f"search takes absolute budgets only, got {', '.join(relative)}")
     directions = ["minimize"] * len(cfg.objectives) + ["maximize"] * len(cfg.maximize)
     keys = list(cfg.objectives) + list(cfg.maximize)
 

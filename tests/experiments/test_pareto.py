@@ -65,3 +65,15 @@ def test_cli_csv_returns_exactly_the_front(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "w2vc.cli", "pareto", "--csv", str(f), "--minimize", "zz"],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "zz" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_relative_budget_scales_by_the_named_row():
+    rows = [{"name": "teacher", "wer": 0.20, "ms": 40.0}, {"name": "int8", "wer": 0.22, "ms": 10.0},
+            {"name": "pruned", "wer": 0.30, "ms": 4.0}]
+    res = select(rows, ["wer", "ms"], budgets=["wer <= 1.15 x teacher", "ms <= 20"])
+    within = {r["name"] for r in res.rows if r["within_budget"]}
+    assert within == {"int8"}, within  # 0.22 <= 0.23; pruned 0.30 is over; teacher is too slow
+    assert [r["name"] for r in res.picks] == ["int8"]
+    assert str(Budget.parse("wer <= 1.15 x teacher")) == "wer <= 1.15 x teacher"
+    with pytest.raises(ValueError, match="no row named 'ghost'"):
+        select(rows, ["wer", "ms"], budgets=["wer <= 1.1 x ghost"])

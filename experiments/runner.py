@@ -318,6 +318,9 @@ def _export_picks(cfg: SweepConfig, res: P.ParetoResult, results: list[Candidate
         metrics = {k: v for k, v in cr.metrics.items() if isinstance(v, (int, float))}
         if (dst / "w2vc.json").exists() and json.loads((dst / "w2vc.json").read_text()).get("source_hash") == art.hash:
             out_paths.append(dst)
+            if (client is not None and cfg.export.register and cr.run_id
+                    and "registered_model" not in client.get_run(cr.run_id).data.tags):
+                _register(client, cr, dst, cfg)  # exported before, but its registration failed or was cut off
             continue
         tmp = dst.with_name(dst.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)

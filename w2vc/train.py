@@ -227,10 +227,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
         trainee.load_state_dict(sd)
         opt.load_state_dict(ck["optim"])
         state.update(json.loads(ck["state"]))
-        log = out / "log.jsonl"
-        if rank == 0 and log.exists():  # a crash between a log row and its checkpoint: that step runs again
-            rows = [r for r in log.read_text().splitlines() if r.strip()]
-            log.write_text("".join(r + "\n" for r in rows if json.loads(r)["step"] <= state["step"]))
+        if rank == 0:  # the log is the checkpoint's history: a row written after the checkpoint runs again
+            (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in state["history"]))
     # find_unused_parameters: SpecAugment may mask nothing in a batch, leaving masked_spec_embed without grad
     ddp_model = (torch.nn.parallel.DistributedDataParallel(trainee, find_unused_parameters=True) if world > 1
                  else trainee)

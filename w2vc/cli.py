@@ -32,7 +32,8 @@ def cmd_train(a) -> int:
     cfg = TrainConfig(arch=a.arch, data=a.data, out=a.out, steps=a.steps, lr=a.lr, warmup_steps=a.warmup,
                       batch_seconds=a.batch_seconds, eval_every=a.eval_every, seed=a.seed,
                       init_from=a.init_from, bf16={"auto": None, "on": True, "off": False}[a.bf16],
-                      dev_limit=a.dev_limit, threads=a.threads,
+                      dev_limit=a.dev_limit, threads=a.threads, dropout=a.dropout,
+                      freeze_feature_encoder=a.freeze_feature_encoder,
                       augment=AugmentConfig() if not a.no_augment else
                       AugmentConfig(p_speed=0, p_bandlimit=0, p_noise=0, gain_db_range=(0.0, 0.0)))
     res = train(cfg, resume=a.resume, stop_at_step=a.stop_at_step)
@@ -194,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--bf16", choices=["auto", "on", "off"], default="auto")
     t.add_argument("--threads", type=int)
     t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--dropout", type=float, help="one rate for every dropout (default: the preset's)")
+    t.add_argument("--freeze-feature-encoder", action="store_true",
+                   help="keep the CNN feature encoder fixed (warm starts: ~1.6x faster steps here)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     t.add_argument("--stop-at-step", type=int, help="checkpoint and exit at this step (continue with --resume)")
     t.add_argument("--json")

@@ -196,3 +196,38 @@ def test_cli_train_killed_with_sigkill_resumes_from_its_checkpoint(tiny_corpus, 
         logits = best(torch.zeros(1, 16000)).logits
     assert logits.shape[-1] == best.config.vocab_size and torch.isfinite(logits).all()
     print(f"killed at checkpoint step {ck_step}/{steps}; resume took {resume_s:.1f} s")
+
+
+def test_warm_start_with_frozen_cnn_and_no_dropout(tiny_corpus, tmp_path):
+    """--freeze-feature-encoder leaves the CNN bit-identical while the rest learns; --dropout 0 makes the
+    training-mode forward deterministic and is what the saved config says."""
+    from transformers import Wav2Vec2ForCTC
+
+    from w2vc.train import set_dropout
+
+    start, proc = _tiny_init()()
+    start.save_pretrained(tmp_path / "start")
+    proc.save_pretrained(tmp_path / "start")
+    cfg = _cfg(tiny_corpus, tmp_path / "run", steps=6, eval_every=6, init_from=str(tmp_path / "start"),
+               freeze_feature_encoder=True, dropout=0.0)
+    train(cfg, progress=False, model_init=_tiny_init(seed=1))
+    after = Wav2Vec2ForCTC.from_pretrained(tmp_path / "run" / "best")
+    before = start.state_dict()
+    for name, value in after.state_dict().items():
+        if name.startswith("wav2vec2.feature_extractor."):
+            assert torch.equal(value, before[name]), name
+    moved = [n for n, v in after.state_dict().items()
+             if n in before and "feature_extractor" not in n and not torch.equal(v, before[n])]
+    assert any(n.startswith("lm_head") for n in moved) and any(".encoder.layers." in n for n in moved)
+    assert after.config.hidden_dropout == after.config.attention_dropout == 0.0
+
+    model, _ = _tiny_init()()
+    model.config.mask_time_prob = 0.0
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 16000)).astype(np.float32))
+    model.train()
+    with torch.no_grad():
+        assert not torch.equal(model(x).logits, model(x).logits)  # the tiny config has dropout
+        set_dropout(model, 0.0)
+        assert torch.equal(model(x).logits, model(x).logits)
+    with pytest.raises(ValueError, match="dropout"):
+        _cfg(tiny_corpus, tmp_path / "x", dropout=1.0)

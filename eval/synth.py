@@ -30,7 +30,7 @@ from w2vc.eval.audio import SAMPLE_RATE, write_flac
 from w2vc.eval.grammar import sample_sentence
 from w2vc.eval.noise import NOISE_TYPES, make_noise, mix_at_snr
 
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2  # 2: ked is trained too (at its train warps), dev has all three Festival voices
 ESPEAK_ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
                   "en-029", "en-us-nyc"]
 # espeak-ng variants that still sound like speech (whisper/croak-style ones are dropped).
@@ -41,8 +41,10 @@ ESPEAK_VARIANTS = ["", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2
                    "edward", "iven", "iven2", "iven3", "john", "linda", "max", "michel", "norbert", "paul",
                    "pedro", "quincy", "rob", "robert", "shelby", "steph", "steph2", "travis", "victor"]
 FESTIVAL_VOICES = {"kal": "voice_kal_diphone", "ked": "voice_ked_diphone", "slt": "voice_cmu_us_slt_arctic_hts"}
-FESTIVAL_TRAIN_VOICES = ("kal", "slt")
-# A Festival speaker is a base voice with a vocal-tract warp; warps of held-out speakers are never trained.
+# A Festival speaker is a base voice with a vocal-tract warp; held-out warps are never trained. Debian ships
+# only three English Festival voices, and a model trained on two of them did not generalise to the third
+# (ked 36.5 % WER vs 9 % for kal/slt at held-out warps), so all three are trained, as espeak-ng's accents and
+# variants are; wholly unseen speakers (Flite awb, rms) and an unseen synthesizer are measured on the Flite split.
 FESTIVAL_TRAIN_WARPS = (0.86, 0.90, 0.94, 0.98, 1.02, 1.06, 1.10, 1.14)
 FESTIVAL_DEV_WARPS = (0.92, 1.08)
 FESTIVAL_TEST_WARPS = (0.88, 0.96, 1.0, 1.04, 1.12)
@@ -128,12 +130,13 @@ def build_speakers(seed: int) -> dict[str, list[Speaker]]:
         for accent, variant in espeak_split[split]:
             add(split, synth="espeak", voice=accent + (f"+{variant}" if variant else ""),
                 rate=float(r.randint(135, 210)), pitch=r.randint(20, 80), warp=1.0)
-    for voice in FESTIVAL_TRAIN_VOICES:
+    for voice in FESTIVAL_VOICES:
         for w in FESTIVAL_TRAIN_WARPS:
             for _ in range(2):
                 add("train", synth="festival", voice=voice, rate=round(r.uniform(0.85, 1.25), 2), pitch=0, warp=w)
-    for w in FESTIVAL_DEV_WARPS:
-        add("dev", synth="festival", voice="ked", rate=round(r.uniform(0.85, 1.25), 2), pitch=0, warp=w)
+    for voice in FESTIVAL_VOICES:
+        for w in FESTIVAL_DEV_WARPS:
+            add("dev", synth="festival", voice=voice, rate=round(r.uniform(0.85, 1.25), 2), pitch=0, warp=w)
     for voice in FESTIVAL_VOICES:
         for w in FESTIVAL_TEST_WARPS:
             add("test", synth="festival", voice=voice, rate=round(r.uniform(0.85, 1.25), 2), pitch=0, warp=w)

@@ -9,7 +9,7 @@ import numpy as np
 import soundfile as sf
 
 from w2vc.eval.noise import speech_power
-from w2vc.eval.synth import SynthConfig, build_speakers, synthesize_corpus
+from w2vc.eval.synth import FESTIVAL_VOICES, FLITE_VOICES, SynthConfig, build_speakers, synthesize_corpus
 
 
 def _digest(root):
@@ -36,7 +36,9 @@ def test_test_voices_never_trained():
             assert not {(s.synth, s.voice, s.warp) for s in sp[split]} & train
         assert {s.synth for s in sp["test"]} == {"espeak", "festival"}
         assert {s.synth for s in sp["train"]} == {"espeak", "festival"}  # flite is never trained on
-        assert "ked" in {s.voice for s in sp["test"] if s.synth == "festival"}  # a wholly unseen Festival voice
+        for split in ("dev", "test"):  # every Festival voice is heard in training, but never at these warps
+            assert {s.voice for s in sp[split] if s.synth == "festival"} == set(FESTIVAL_VOICES)
+        assert {s.voice for s in sp["test_unseen_synth"]} == set(FLITE_VOICES)  # wholly unseen synthesizer
 
 
 def test_layout_manifests_and_audio(tiny_corpus):

@@ -26,9 +26,12 @@ def run_wer(a) -> int:
 
 
 def run_eval(a) -> int:
-    from w2vc.eval.evaluate import evaluate_model, log_eval, sets_summary
+    from w2vc.eval.evaluate import evaluate_model, find_eval_sets, log_eval, manifest_column, sets_summary
     from w2vc.eval.tracking import DEFAULT_URI
 
+    if a.by:  # a missing column fails before the model is loaded
+        for s in find_eval_sets(a.data, a.split, a.noisy):
+            manifest_column(s.path, a.by)
     progress = sys.stderr.isatty()
     res = evaluate_model(a.model, a.data, noisy=a.noisy, split=a.split, limit=a.limit, threads=a.threads,
                          progress=progress, bf16=a.bf16)
@@ -36,6 +39,8 @@ def run_eval(a) -> int:
     print(f"model {res.model} ({res.runtime}, {threads})  data {res.data} (split {res.split}"
           f"{f', limit {res.limit}' if res.limit else ''})  {res.wall_seconds:.1f} s")
     print(res.table())
+    if a.by:
+        print(res.table_by(a.by))
     note = sets_summary(res.sets)
     if note:
         print(note)
@@ -51,5 +56,5 @@ def run_eval(a) -> int:
         for name, text in res.text_artifacts().items():
             (out / name).write_text(text)
         print(f"wrote transcripts to {out}/")
-    _write_json(a.json, res.to_dict())
+    _write_json(a.json, {**res.to_dict(), **({"by": {a.by: {s.name: s.wer_by(a.by) for s in res.sets}}} if a.by else {})})
     return 0

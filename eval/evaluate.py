@@ -13,6 +13,7 @@ n_utterances_<set> (other sets), skipped_files (unreadable files over all sets; 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -73,6 +74,21 @@ def _noisy_siblings(clean: Path, where: str) -> list[EvalSet]:
     return sets
 
 
+def manifest_column(manifest: str | os.PathLike, key: str) -> dict[str, str]:
+    """id → value of one column of a .jsonl manifest (a w2vc corpus has synth, voice, speaker)."""
+    path = Path(manifest)
+    if path.suffix != ".jsonl":
+        raise DatasetError(f"--by needs .jsonl manifests with a {key!r} column; {path} is not one")
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if key not in row:
+                raise DatasetError(f"{path}: no column {key!r} (columns: {', '.join(sorted(row))})")
+            out[row["id"]] = str(row[key])
+    return out
+
+
 @dataclass
 class EvalData:
     """Decoded eval sets, loaded once and reusable across many models (the sweep runner's case)."""
@@ -110,6 +126,20 @@ class SetResult:
         rows = ["id\tref\thyp\terrors\tref_words"]
         rows += [f"{u.id}\t{u.ref}\t{u.hyp}\t{u.errors}\t{u.ref_words}" for u in self.utterances]
         return "\n".join(rows) + "\n"
+
+    def wer_by(self, key: str) -> dict[str, dict]:
+        """WER per value of a manifest column (`synth`, `voice`, `speaker`): where the errors are.
+
+        Needs a .jsonl manifest that has the column (a w2vc corpus does); groups sorted by WER, worst first.
+        """
+        group_of = manifest_column(self.path, key)
+        acc: dict[str, list[int]] = {}
+        for u in self.utterances:
+            a = acc.setdefault(group_of[u.id], [0, 0, 0])
+            a[0], a[1], a[2] = a[0] + u.errors, a[1] + u.ref_words, a[2] + 1
+        rows = {g: {"wer": e / max(w, 1), "errors": e, "ref_words": w, "n_utterances": n}
+                for g, (e, w, n) in acc.items()}
+        return dict(sorted(rows.items(), key=lambda kv: -kv[1]["wer"]))
 
     def to_dict(self, with_utterances: bool = False) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "utterances"}
@@ -169,6 +199,16 @@ class EvalResult:
         return {**self.params, "threads": self.threads, "metrics": self.metrics,
                 "wall_seconds": round(self.wall_seconds, 3), "run_id": self.run_id, "local_json": self.local_json,
                 "sets": [s.to_dict(with_utterances) for s in self.sets]}
+
+    def table_by(self, key: str, top: int = 12) -> str:
+        """Per set, WER for each `key` group (worst `top` first): `w2vc eval --by synth`."""
+        lines = []
+        for s in self.sets:
+            groups = s.wer_by(key)
+            shown = [f"{g} {100 * r['wer']:.2f} % ({r['n_utterances']})" for g, r in list(groups.items())[:top]]
+            more = f" · +{len(groups) - top} more" if len(groups) > top else ""
+            lines.append(f"{s.name} WER by {key}: " + " · ".join(shown) + more)
+        return "\n".join(lines)
 
     def table(self) -> str:
         lines = [f"{'set':<14}{'utts':>6}{'WER %':>8}{'CER %':>8}{'sub/del/ins':>16}{'skipped':>9}"

@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, help="first N utterances of each set")
     e.add_argument("--threads", type=int, help="intra-op threads (torch or ONNX Runtime)")
     e.add_argument("--bf16", action="store_true", help="PyTorch models: run under bf16 autocast")
+    e.add_argument("--by", metavar="COLUMN", help="also WER per manifest column, e.g. synth, voice, speaker")
     e.add_argument("--transcripts", help="also write per-utterance transcripts (TSV) to this directory")
     e.add_argument("--json", help="write the figures as JSON")
     e.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")

@@ -61,3 +61,29 @@ def test_eval_keeps_figures_when_mlflow_fails(tiny_corpus, tiny_layer_model, tmp
     assert local.name in out
     assert set(json.loads(local.read_text())["metrics"]) >= {"wer_clean", "cer_clean", "skipped_files"}
     assert (local.with_suffix("") / "transcripts_clean.tsv").exists()
+
+
+def test_eval_by_synth_splits_the_errors(tiny_corpus, tiny_layer_model, tmp_path, capsys):
+    rc = main(["eval", "--model", str(tiny_layer_model), "--data", str(tiny_corpus), "--noisy", "--threads", "1",
+               "--by", "synth", "--no-mlflow", "--json", str(tmp_path / "out.json")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    d = json.loads((tmp_path / "out.json").read_text())
+    manifests = tiny_corpus / "manifests"
+    for s in d["sets"]:
+        rows = [json.loads(x) for x in (manifests / f"{s['path'].rsplit('/', 1)[1]}").read_text().splitlines()]
+        groups = d["by"]["synth"][s["name"]]
+        assert set(groups) == {r["synth"] for r in rows}
+        assert sum(g["n_utterances"] for g in groups.values()) == s["n_utterances"]
+        errors = sum(g["errors"] for g in groups.values())
+        assert errors / sum(g["ref_words"] for g in groups.values()) == pytest.approx(s["wer"])
+        assert f"{s['name']} WER by synth: " in out
+    assert set(d["by"]["synth"]["unseen_synth"]) == {"flite"}
+    assert set(d["by"]["synth"]["clean"]) == {"espeak", "festival"}
+
+
+def test_eval_by_unknown_column_fails_before_loading(tiny_corpus, tmp_path, capsys):
+    rc = main(["eval", "--model", str(tmp_path / "absent-model"), "--data", str(tiny_corpus), "--by", "accent",
+               "--no-mlflow"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "no column 'accent'" in err and "absent-model" not in err

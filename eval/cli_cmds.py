@@ -26,12 +26,13 @@ def run_wer(a) -> int:
 
 
 def run_eval(a) -> int:
-    from w2vc.eval.evaluate import evaluate_model, find_eval_sets, log_eval, manifest_column, sets_summary
+    from w2vc.eval.datasets import manifest_column
+    from w2vc.eval.evaluate import by_table, evaluate_model, find_eval_sets, log_eval, sets_summary
     from w2vc.eval.tracking import DEFAULT_URI
 
-    if a.by:  # a missing column fails before the model is loaded
-        for s in find_eval_sets(a.data, a.split, a.noisy):
-            manifest_column(s.path, a.by)
+    # read before the model loads, so a missing column fails fast; used once the sets are scored
+    columns = {str(s.path): manifest_column(s.path, a.by) for s in find_eval_sets(a.data, a.split, a.noisy)} \
+        if a.by else {}
     progress = sys.stderr.isatty()
     res = evaluate_model(a.model, a.data, noisy=a.noisy, split=a.split, limit=a.limit, threads=a.threads,
                          progress=progress, bf16=a.bf16)
@@ -39,8 +40,9 @@ def run_eval(a) -> int:
     print(f"model {res.model} ({res.runtime}, {threads})  data {res.data} (split {res.split}"
           f"{f', limit {res.limit}' if res.limit else ''})  {res.wall_seconds:.1f} s")
     print(res.table())
-    if a.by:
-        print(res.table_by(a.by))
+    by = {s.name: s.wer_by(columns[s.path]) for s in res.sets} if a.by else {}
+    if by:
+        print(by_table(a.by, by))
     note = sets_summary(res.sets)
     if note:
         print(note)
@@ -56,5 +58,5 @@ def run_eval(a) -> int:
         for name, text in res.text_artifacts().items():
             (out / name).write_text(text)
         print(f"wrote transcripts to {out}/")
-    _write_json(a.json, {**res.to_dict(), **({"by": {a.by: {s.name: s.wer_by(a.by) for s in res.sets}}} if a.by else {})})
+    _write_json(a.json, {**res.to_dict(), **({"by": {a.by: by}} if by else {})})
     return 0

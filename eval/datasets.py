@@ -61,12 +61,34 @@ def _librispeech(root: Path) -> Iterator[Utterance]:
             yield Utterance(uid, str(path), text)
 
 
+def _jsonl_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _row_id(row: dict) -> str:
+    """A manifest row's utterance id: its `id`, else its audio file's stem."""
+    return str(row.get("id") or Path(row.get("path", "")).stem)
+
+
+def manifest_column(manifest: str | Path, key: str) -> dict[str, str]:
+    """Utterance id → one column of a .jsonl manifest (a w2vc corpus has synth, voice, speaker)."""
+    path = Path(manifest)
+    if path.suffix != ".jsonl":
+        raise DatasetError(f"--by needs .jsonl manifests with a {key!r} column; {path} is not one")
+    out = {}
+    for row in _jsonl_rows(path):
+        if key not in row:
+            raise DatasetError(f"{path}: no column {key!r} (columns: {', '.join(sorted(row))})")
+        out[_row_id(row)] = str(row[key])
+    return out
+
+
 def _manifest(path: Path) -> Iterator[Utterance]:
     base = path.parent
     if base.name == "manifests":  # w2vc corpora keep paths relative to the corpus root
         base = base.parent
     if path.suffix == ".jsonl":
-        rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+        rows = _jsonl_rows(path)
     else:
         rows = csv.DictReader(path.read_text().splitlines())
     for i, row in enumerate(rows):
@@ -74,7 +96,7 @@ def _manifest(path: Path) -> Iterator[Utterance]:
             raise DatasetError(f"{path}: row {i + 1} lacks 'path' or 'text' (has {', '.join(row)})")
         p = Path(row["path"])
         p = p if p.is_absolute() else base / p
-        yield Utterance(str(row.get("id") or p.stem), str(p), row["text"])
+        yield Utterance(_row_id(row), str(p), row["text"])
 
 
 def _folder_with_transcripts(root: Path) -> Iterator[Utterance]:

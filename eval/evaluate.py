@@ -13,11 +13,10 @@ n_utterances_<set> (other sets), skipped_files (unreadable files over all sets; 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,21 +73,6 @@ def _noisy_siblings(clean: Path, where: str) -> list[EvalSet]:
     return sets
 
 
-def manifest_column(manifest: str | os.PathLike, key: str) -> dict[str, str]:
-    """id → value of one column of a .jsonl manifest (a w2vc corpus has synth, voice, speaker)."""
-    path = Path(manifest)
-    if path.suffix != ".jsonl":
-        raise DatasetError(f"--by needs .jsonl manifests with a {key!r} column; {path} is not one")
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if key not in row:
-                raise DatasetError(f"{path}: no column {key!r} (columns: {', '.join(sorted(row))})")
-            out[row["id"]] = str(row[key])
-    return out
-
-
 @dataclass
 class EvalData:
     """Decoded eval sets, loaded once and reusable across many models (the sweep runner's case)."""
@@ -127,12 +111,9 @@ class SetResult:
         rows += [f"{u.id}\t{u.ref}\t{u.hyp}\t{u.errors}\t{u.ref_words}" for u in self.utterances]
         return "\n".join(rows) + "\n"
 
-    def wer_by(self, key: str) -> dict[str, dict]:
-        """WER per value of a manifest column (`synth`, `voice`, `speaker`): where the errors are.
-
-        Needs a .jsonl manifest that has the column (a w2vc corpus does); groups sorted by WER, worst first.
-        """
-        group_of = manifest_column(self.path, key)
+    def wer_by(self, group_of: Mapping[str, str]) -> dict[str, dict]:
+        """WER per group (`group_of`: utterance id → e.g. its synthesizer, from `manifest_column`): where the
+        errors are. Groups sorted by WER, worst first."""
         acc: dict[str, list[int]] = {}
         for u in self.utterances:
             a = acc.setdefault(group_of[u.id], [0, 0, 0])
@@ -199,16 +180,6 @@ class EvalResult:
         return {**self.params, "threads": self.threads, "metrics": self.metrics,
                 "wall_seconds": round(self.wall_seconds, 3), "run_id": self.run_id, "local_json": self.local_json,
                 "sets": [s.to_dict(with_utterances) for s in self.sets]}
-
-    def table_by(self, key: str, top: int = 12) -> str:
-        """Per set, WER for each `key` group (worst `top` first): `w2vc eval --by synth`."""
-        lines = []
-        for s in self.sets:
-            groups = s.wer_by(key)
-            shown = [f"{g} {100 * r['wer']:.2f} % ({r['n_utterances']})" for g, r in list(groups.items())[:top]]
-            more = f" · +{len(groups) - top} more" if len(groups) > top else ""
-            lines.append(f"{s.name} WER by {key}: " + " · ".join(shown) + more)
-        return "\n".join(lines)
 
     def table(self) -> str:
         lines = [f"{'set':<14}{'utts':>6}{'WER %':>8}{'CER %':>8}{'sub/del/ins':>16}{'skipped':>9}"
@@ -313,6 +284,16 @@ def log_eval(result: EvalResult, experiment: str = DEFAULT_EXPERIMENT, run_name:
                      experiment=experiment, parent_run_id=parent_run_id)
     result.run_id, result.local_json = logged.run_id, str(logged.local_json)
     return logged
+
+
+def by_table(key: str, by: Mapping[str, Mapping[str, dict]], top: int = 12) -> str:
+    """One line per set (`by`: set name → `SetResult.wer_by` groups), worst `top` groups first."""
+    lines = []
+    for name, groups in by.items():
+        shown = [f"{g} {100 * r['wer']:.2f} % ({r['n_utterances']})" for g, r in list(groups.items())[:top]]
+        more = f" · +{len(groups) - top} more" if len(groups) > top else ""
+        lines.append(f"{name} WER by {key}: " + " · ".join(shown) + more)
+    return "\n".join(lines)
 
 
 def sets_summary(sets: Sequence[SetResult]) -> str:

@@ -74,7 +74,7 @@ def manifest_column(manifest: str | Path, key: str) -> dict[str, str]:
     """Utterance id → one column of a .jsonl manifest (a w2vc corpus has synth, voice, speaker)."""
     path = Path(manifest)
     if path.suffix != ".jsonl":
-        raise DatasetError(f"--by needs .jsonl manifests with a {key!r} column; {path} is not one")
+        raise DatasetError(f"column {key!r} needs a .jsonl manifest; {path} is not one")
     out = {}
     for row in _jsonl_rows(path):
         if key not in row:

@@ -25,6 +25,16 @@ def cmd_data_synth(a) -> int:
     return 0
 
 
+def _oversample(rules: list[str]) -> dict[str, int]:
+    out = {}
+    for rule in rules:
+        key, _, k = rule.rpartition(":")
+        if "=" not in key or not k.isdigit() or int(k) < 1:
+            raise SystemExit(f"error: --oversample wants COLUMN=VALUE:K (K an integer >= 1), got {rule!r}")
+        out[key] = int(k)
+    return out
+
+
 def cmd_train(a) -> int:
     from w2vc.augment import AugmentConfig
     from w2vc.train import TrainConfig, train
@@ -33,7 +43,7 @@ def cmd_train(a) -> int:
                       batch_seconds=a.batch_seconds, eval_every=a.eval_every, seed=a.seed,
                       init_from=a.init_from, bf16={"auto": None, "on": True, "off": False}[a.bf16],
                       dev_limit=a.dev_limit, threads=a.threads, dropout=a.dropout,
-                      freeze_feature_encoder=a.freeze_feature_encoder,
+                      freeze_feature_encoder=a.freeze_feature_encoder, oversample=_oversample(a.oversample),
                       augment=AugmentConfig() if not a.no_augment else
                       AugmentConfig(p_speed=0, p_bandlimit=0, p_noise=0, gain_db_range=(0.0, 0.0)))
     res = train(cfg, resume=a.resume, stop_at_step=a.stop_at_step)
@@ -198,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dropout", type=float, help="one rate for every dropout (default: the preset's)")
     t.add_argument("--freeze-feature-encoder", action="store_true",
                    help="keep the CNN feature encoder fixed (warm starts: ~1.6x faster steps here)")
+    t.add_argument("--oversample", action="append", default=[], metavar="COLUMN=VALUE:K",
+                   help="see train utterances with this manifest value K times an epoch (e.g. synth=festival:2)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     t.add_argument("--stop-at-step", type=int, help="checkpoint and exit at this step (continue with --resume)")
     t.add_argument("--json")

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from w2vc.augment import AugmentConfig, augment
-from w2vc.eval.datasets import load_dataset, resolve_split
+from w2vc.eval.datasets import load_dataset, manifest_column, resolve_split
 from w2vc.eval.noise import NOISE_TYPES, make_noise, mix_at_snr
 from w2vc.eval.transcribe import TorchTranscriber, pad_batch
 from w2vc.eval.wer import normalize, word_error_rate
@@ -54,6 +54,9 @@ class TrainConfig:
             is ~40 % of a step here, and HF fine-tuning freezes it too).
         dropout: one rate for every dropout of the model (None = the preset's). An underfitting model (train
             WER close to dev WER) learns faster without it; augmentation still regularises.
+        oversample: {"column=value": k}: train utterances whose manifest column has that value are seen k times
+            an epoch, each copy with its own augmentation draw (the errors of a corpus can sit in its smaller part,
+            as Festival's do here; changing the corpus instead would change its test split).
     """
 
     arch: str
@@ -78,6 +81,7 @@ class TrainConfig:
     threads: int | None = None
     freeze_feature_encoder: bool = False
     dropout: float | None = None
+    oversample: dict[str, int] = field(default_factory=dict)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self):
@@ -85,6 +89,9 @@ class TrainConfig:
             raise ValueError("steps, batch_seconds and lr must be > 0")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for key, k in self.oversample.items():
+            if "=" not in key or not isinstance(k, int) or k < 1:
+                raise ValueError(f"oversample wants column=value: k with an integer k >= 1, got {key!r}: {k!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,6 +128,20 @@ def epoch_batches(lengths: list[int], cfg: TrainConfig, epoch: int) -> list[list
         batches.append(cur)
     perm = rng.permutation(len(batches))
     return [batches[k] for k in perm]
+
+
+def epoch_items(ids: list[str], manifest: str, oversample: dict[str, int]) -> list[int]:
+    """Utterance index per epoch position: each utterance once, those matching an oversample rule k times."""
+    repeat = [1] * len(ids)
+    for rule, k in oversample.items():
+        column, value = rule.split("=", 1)
+        values = manifest_column(manifest, column)
+        hits = [n for n, u in enumerate(ids) if values.get(u) == value]
+        if not hits:
+            raise ValueError(f"oversample {rule}: no train utterance has {column} = {value!r}")
+        for n in hits:
+            repeat[n] = max(repeat[n], k)
+    return [n for n, r in enumerate(repeat) for _ in range(r)]
 
 
 DROPOUT_KEYS = ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "final_dropout")
@@ -214,7 +235,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
     # FLAC PCM_16 decodes to exact multiples of 1/32768: int16 storage halves memory and changes nothing
     train_audio = [np.clip(np.round(a * 32768), -32768, 32767).astype(np.int16) for a in train_ds.audio]
     train_ds.audio = []
-    lengths = [len(a) for a in train_audio]
+    items = epoch_items(train_ds.ids, resolve_split(cfg.data, "train"), cfg.oversample)  # position -> utterance
+    lengths = [len(train_audio[i]) for i in items]
     babble_pool = [a.astype(np.float32) / 32768 for a in train_audio[:: max(1, len(train_audio) // 500)]]
 
     # ---- model
@@ -301,10 +323,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
             batches = epoch_batches(lengths, cfg, state["epoch"])
             mine = batches[rank::world][: len(batches) // world]
             while state["batch"] < len(mine) and state["step"] < cfg.steps:
-                idx = mine[state["batch"]]
+                pos = mine[state["batch"]]  # positions in `items`: an oversampled copy draws its own augmentation
+                idx = [items[q] for q in pos]
                 step = state["step"]
-                audio = [augment(train_audio[i].astype(np.float32) / 32768, np.random.default_rng([cfg.seed, state["epoch"], i]),
-                                 cfg.augment, babble_pool) for i in idx]
+                audio = [augment(train_audio[i].astype(np.float32) / 32768, np.random.default_rng([cfg.seed, state["epoch"], q]),
+                                 cfg.augment, babble_pool) for i, q in zip(idx, pos)]
                 values, mask = pad_batch(audio)
                 lab = [labels_all[i] for i in idx]
                 labels = torch.full((len(lab), max(map(len, lab))), -100, dtype=torch.long)

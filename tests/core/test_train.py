@@ -11,7 +11,7 @@ import torch
 from w2vc.augment import AugmentConfig, augment
 from w2vc.eval.datasets import load_dataset, resolve_split
 from w2vc.models import load_pretrained
-from w2vc.train import TrainConfig, epoch_batches, lr_at, train
+from w2vc.train import TrainConfig, epoch_batches, epoch_items, lr_at, train
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
@@ -53,6 +53,21 @@ def test_batches_cover_every_utterance_once_per_epoch():
     assert sorted(i for b in b0 for i in b) == list(range(200))
     assert b0 != b1  # fresh grouping/order each epoch
     assert all(len(b) * max(lengths[i] for i in b) <= 10 * 16000 / cfg.augment.speed_range[0] for b in b0)
+
+
+def test_oversample_repeats_the_matching_utterances_only(tiny_corpus):
+    manifest = resolve_split(tiny_corpus, "train")
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    ids = [r["id"] for r in rows]
+    festival = {n for n, r in enumerate(rows) if r["synth"] == "festival"}
+    assert festival and len(festival) < len(rows)
+    assert epoch_items(ids, str(manifest), {}) == list(range(len(rows)))
+    items = epoch_items(ids, str(manifest), {"synth=festival": 3})
+    assert [items.count(n) for n in range(len(rows))] == [3 if n in festival else 1 for n in range(len(rows))]
+    with pytest.raises(ValueError, match="no train utterance has synth = 'flite'"):
+        epoch_items(ids, str(manifest), {"synth=flite": 2})
+    with pytest.raises(ValueError, match="column=value"):
+        TrainConfig(arch="x", data="x", out="x", oversample={"festival": 2})
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():
@@ -200,7 +215,7 @@ def test_cli_train_killed_with_sigkill_resumes_from_its_checkpoint(tiny_corpus, 
 
 def test_warm_start_with_frozen_cnn_and_no_dropout(tiny_corpus, tmp_path):
     """--freeze-feature-encoder leaves the CNN bit-identical while the rest learns; --dropout 0 makes the
-    training-mode forward deterministic and is what the saved config says."""
+    training-mode forward deterministic and is what the saved config says (the loop runs oversampled too)."""
     from transformers import Wav2Vec2ForCTC
 
     from w2vc.train import set_dropout
@@ -209,8 +224,9 @@ def test_warm_start_with_frozen_cnn_and_no_dropout(tiny_corpus, tmp_path):
     start.save_pretrained(tmp_path / "start")
     proc.save_pretrained(tmp_path / "start")
     cfg = _cfg(tiny_corpus, tmp_path / "run", steps=6, eval_every=6, init_from=str(tmp_path / "start"),
-               freeze_feature_encoder=True, dropout=0.0)
+               freeze_feature_encoder=True, dropout=0.0, oversample={"synth=festival": 2})
     train(cfg, progress=False, model_init=_tiny_init(seed=1))
+    assert json.loads((tmp_path / "run" / "train_config.json").read_text())["oversample"] == {"synth=festival": 2}
     after = Wav2Vec2ForCTC.from_pretrained(tmp_path / "run" / "best")
     before = start.state_dict()
     for name, value in after.state_dict().items():

@@ -26,10 +26,11 @@ def cmd_data_synth(a) -> int:
 
 
 def _oversample(rules: list[str]) -> dict[str, int]:
+    """COLUMN=VALUE:K strings → TrainConfig.oversample (which checks the rule itself)."""
     out = {}
     for rule in rules:
         key, _, k = rule.rpartition(":")
-        if "=" not in key or not k.isdigit() or int(k) < 1:
+        if not k.isdigit():
             raise SystemExit(f"error: --oversample wants COLUMN=VALUE:K (K an integer >= 1), got {rule!r}")
         out[key] = int(k)
     return out

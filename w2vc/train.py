@@ -228,14 +228,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
     use_bf16 = cpu_has_bf16() if cfg.bf16 is None else cfg.bf16
 
     # ---- data
-    train_ds = load_dataset(resolve_split(cfg.data, "train"), name="train", progress=progress and rank == 0)
+    train_path = resolve_split(cfg.data, "train")
+    train_ds = load_dataset(train_path, name="train", progress=progress and rank == 0)
     dev_path = cfg.dev_data or resolve_split(cfg.data, "dev")
     dev_ds = load_dataset(dev_path, limit=cfg.dev_limit, name="dev", progress=progress and rank == 0)
     dev_noisy = _noisy_dev(dev_ds.audio, cfg.seed)
     # FLAC PCM_16 decodes to exact multiples of 1/32768: int16 storage halves memory and changes nothing
     train_audio = [np.clip(np.round(a * 32768), -32768, 32767).astype(np.int16) for a in train_ds.audio]
     train_ds.audio = []
-    items = epoch_items(train_ds.ids, resolve_split(cfg.data, "train"), cfg.oversample)  # position -> utterance
+    items = epoch_items(train_ds.ids, str(train_path), cfg.oversample)  # position -> utterance
     lengths = [len(train_audio[i]) for i in items]
     babble_pool = [a.astype(np.float32) / 32768 for a in train_audio[:: max(1, len(train_audio) // 500)]]
 

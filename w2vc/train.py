@@ -248,7 +248,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
     else:
         model, processor = load_pretrained(cfg.arch)
     if cfg.init_from:
-        src, _ = load_pretrained(cfg.init_from, torch_dtype=torch.float32)
+        src, _ = load_pretrained(cfg.init_from, dtype=torch.float32)
         model.load_state_dict(src.state_dict())
     model.config.mask_time_prob = cfg.mask_time_prob
     if cfg.dropout is not None:

@@ -150,7 +150,7 @@ def test_save_load_gives_identical_logits_and_input_is_unchanged(tiny4, tmp_path
     assert art.provenance["report"]["params_after"] < art.provenance["report"]["params_before"]
     # downstream code loads through load_pretrained: the transcriber and a dtype option work
     assert len(load_transcriber(art.path).transcribe([x[0].numpy()])) == 1
-    assert next(load_pretrained(art.path, torch_dtype=torch.float32)[0].parameters()).dtype == torch.float32
+    assert next(load_pretrained(art.path, dtype=torch.float32)[0].parameters()).dtype == torch.float32
     with pytest.raises(ValueError, match="out_dir must differ"):
         prune(Artifact.open(tiny4), cfg, tiny4)
 

@@ -14,22 +14,26 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from w2vc.artifact import Artifact, finalize
-from w2vc.augment import AugmentConfig
-from w2vc.models import PRESETS, load_pretrained, new_model
-from w2vc.train import CTCObjective, TrainConfig, train
+from w2vc.core.artifact import ANY_TORCH, Artifact, Kind, finalize
+from w2vc.core.config import ConfigBase
+from w2vc.core.load import load_torch
+from w2vc.core.models import PRESETS, new_model
+from w2vc.core.shapes import SHAPES_KEY, record_shapes
+from w2vc.core.step import StepContext, register
+from w2vc.data.augment import AugmentConfig
+from w2vc.train import CTCObjective, TrainConfig, _dist_info, cpu_has_bf16, train
 
 STUDENT_INITS = ("scratch", "checkpoint", "teacher_layers")
 
 
 @dataclass(frozen=True, kw_only=True)
-class DistillConfig:
+class DistillConfig(ConfigBase):
     """Args:
         student: preset name (init "scratch"), a model directory (init "checkpoint"), or ignored for
             init "teacher_layers" (the student is the teacher with only `teacher_layers` kept).
@@ -74,20 +78,27 @@ class DistillConfig:
         if self.alpha_hidden > 0 and not self.hidden_layer_map:
             raise ValueError("alpha_hidden > 0 needs hidden_layer_map, e.g. ((2, 4), (4, 8))")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    WHAT = "distill"
 
     @classmethod
-    def from_dict(cls, d: dict) -> DistillConfig:
-        from w2vc.util import reject_unknown
+    def data_fields(cls, params: dict) -> tuple[str, ...]:
+        return ("data",)
 
-        reject_unknown(cls, d, "distill")
-        d = dict(d)
-        if "augment" in d and isinstance(d["augment"], dict):
-            d["augment"] = AugmentConfig.from_dict(d["augment"])
-        d["teacher_layers"] = tuple(d.get("teacher_layers", ()))
-        d["hidden_layer_map"] = tuple(tuple(p) for p in d.get("hidden_layer_map", ()))
-        return cls(**d)
+
+@dataclass(frozen=True, kw_only=True)
+class RecoverConfig(DistillConfig):
+    """Distillation-based recovery of the chain's current model (the student) from the chain's root (the
+    teacher); `init` is always "checkpoint" and `student` the current model, so YAML sets neither."""
+
+    WHAT = "recover"
+    init: str = "checkpoint"
+    student: str = "."
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        if {"init", "student"} & set(d):
+            raise ValueError("recover fine-tunes the chain's current model: it takes no 'init' or 'student'")
+        return super().from_dict(d)
 
 
 class DistillObjective(CTCObjective):
@@ -144,28 +155,37 @@ def student_from_teacher_layers(teacher, processor, layers: tuple[int, ...]):
     student.wav2vec2.encoder.layers = torch.nn.ModuleList(copy.deepcopy(teacher.wav2vec2.encoder.layers[i])
                                                           for i in layers)
     student.config.num_hidden_layers = len(layers)
-    from w2vc.compress.prune import SHAPES_KEY, record_shapes
-
     if getattr(student.config, SHAPES_KEY, None):  # a pruned teacher: its per-layer shapes must follow
         record_shapes(student)
     return student, processor
 
 
-def distill(teacher: Artifact, cfg: DistillConfig, out_dir: str | Path, resume: bool = True,
-            progress: bool = True) -> Artifact | None:
+STUDENT_KINDS = frozenset({Kind.TORCH})
+
+
+@register("distill", DistillConfig, ANY_TORCH, "teacher (the chain's model) → a student trained against it")
+def distill(teacher: Artifact, cfg: DistillConfig, out_dir: str | Path, ctx: StepContext | None = None,
+            resume: bool = True) -> Artifact | None:
     """Train a student against `teacher`; the output artifact is the best-by-dev student.
 
-    Data-parallel under torchrun/accelerate (one batch shard per process); there only rank 0 returns the
-    artifact, the other ranks return None."""
+    The teacher may be any PyTorch kind (it only runs, under no_grad, upcast to fp32); a checkpoint student
+    must be a plain PyTorch artifact, since training a bf16 or int8 artifact's stored weights would save a
+    plain fp32 model. Data-parallel under torchrun/accelerate (one batch shard per process); there only rank
+    0 returns the artifact, the other ranks return None."""
+    teacher.require(ANY_TORCH, "distill (teacher)")
+    if cfg.init == "checkpoint":
+        Artifact.open(cfg.student).require(STUDENT_KINDS, "distill (student)",
+                                           "distil its fp32 parent, then quantize the student")
+    progress = ctx.progress if ctx else True
     out = Path(out_dir)
-    t_model, t_proc = teacher.load_torch()
+    t_model, t_proc = load_torch(teacher)
     t_model.float().eval()
 
     def model_init():
         if cfg.init == "scratch":
             model, proc = new_model(cfg.student, seed=cfg.seed)
         elif cfg.init == "checkpoint":
-            model, proc = load_pretrained(cfg.student)
+            model, proc = load_torch(cfg.student)
         else:
             model, proc = student_from_teacher_layers(copy.deepcopy(t_model), t_proc, cfg.teacher_layers)
         if proc.tokenizer.get_vocab() != t_proc.tokenizer.get_vocab():
@@ -178,8 +198,6 @@ def distill(teacher: Artifact, cfg: DistillConfig, out_dir: str | Path, resume: 
                        out=str(out / "run"), steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
                        batch_seconds=cfg.batch_seconds, eval_every=cfg.eval_every, seed=cfg.seed, bf16=cfg.bf16,
                        augment=cfg.augment)
-    from w2vc.train import _dist_info, cpu_has_bf16
-
     use_bf16 = cpu_has_bf16() if cfg.bf16 is None else cfg.bf16
     probe, _ = model_init()
     objective = DistillObjective(t_model, cfg, probe.config.hidden_size, use_bf16)
@@ -204,3 +222,13 @@ def distill(teacher: Artifact, cfg: DistillConfig, out_dir: str | Path, resume: 
               "best_dev_wer_10db": min((h["dev_wer_10db"] for h in history), default=None)}
     (final / "distill_history.json").write_text(json.dumps(history))
     return finalize(final, "distill", cfg.to_dict(), teacher, report)
+
+
+@register("recover", RecoverConfig, frozenset({Kind.TORCH}), "fine-tune the current model by distillation from the root")
+def recover(artifact: Artifact, cfg: RecoverConfig, out_dir: str | Path, ctx: StepContext | None = None) -> Artifact:
+    """Distillation-based recovery: `artifact` (e.g. a pruned model) is the student, the chain's root the teacher."""
+    from dataclasses import replace
+
+    artifact.require(STUDENT_KINDS, "recover", "recover its fp32 parent, then quantize")
+    root = ctx.root if ctx and ctx.root is not None else artifact
+    return distill(root, replace(cfg, student=str(artifact.path)), out_dir, ctx)

@@ -17,18 +17,23 @@ leaves no output directory behind.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from w2vc.artifact import Artifact, copy_processor_files, finalize
-from w2vc.eval.transcribe import TorchTranscriber, Transcriber, pad_batch
+from w2vc.core.artifact import ANY_TORCH, Artifact, Kind, copy_processor_files, finalize
+from w2vc.core.card import write_model_card
+from w2vc.core.config import ConfigBase
+from w2vc.core.load import load, load_torch
+from w2vc.core.runnable import TorchTranscriber, Transcriber, pad_batch
+from w2vc.core.shapes import fold_weight_norm
+from w2vc.core.step import StepContext, register
+from w2vc.data.datasets import load_audio_set, random_audio
 
 STEP = "export"
 
@@ -38,7 +43,7 @@ class ParityError(RuntimeError):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExportConfig:
+class ExportConfig(ConfigBase):
     """Args:
     opset: ONNX opset; None takes optimum's default for wav2vec2.
     fold_weight_norm: fold `pos_conv_embed`'s weight_norm so its weight is a plain initializer.
@@ -75,33 +80,11 @@ class ExportConfig:
         if self.max_logit_diff <= 0:
             raise ValueError(f"max_logit_diff must be > 0, got {self.max_logit_diff}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    WHAT = "export"
 
     @classmethod
-    def from_dict(cls, d: dict) -> ExportConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown ExportConfig field(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
-
-
-# --- audio for checks (shared with quantize's calibration) ---------------------------------------------
-
-def load_audio_set(data: str | os.PathLike | None, split: str, count: int) -> list[np.ndarray]:
-    """The first `count` utterances of a corpus split, a manifest or a dataset directory (16 kHz mono)."""
-    if not data or count == 0:
-        return []
-    from w2vc.eval.datasets import load_dataset, resolve_split
-
-    p = Path(data)
-    return load_dataset(p if p.is_file() else resolve_split(p, split), limit=count).audio
-
-
-def random_audio(n: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [(0.1 * rng.standard_normal(int(rng.integers(16000, 48000)))).astype(np.float32) for _ in range(n)]
+    def data_fields(cls, params: dict) -> tuple[str, ...]:
+        return ("parity_data",)
 
 
 # --- comparing two transcribers ------------------------------------------------------------------------
@@ -131,14 +114,11 @@ def compare_outputs(ref: Transcriber, test: Transcriber, audio: Sequence[np.ndar
 
 def check_parity(source: Artifact, onnx_dir: str | os.PathLike, cfg: ExportConfig) -> dict:
     """Compare an ONNX directory with its PyTorch source; raise ParityError past the config's thresholds."""
-    from w2vc.compress.quantize import load_quantized
-    from w2vc.eval.onnx_runtime import OnnxTranscriber
-
-    model, processor = load_quantized(source.path)
+    model, processor = load_torch(source)
     src_dtype = model.dtype
     audio = load_audio_set(cfg.parity_data, cfg.parity_split, cfg.parity_count) + random_audio(
         cfg.parity_random, cfg.seed)
-    test = OnnxTranscriber.from_dir(onnx_dir, threads=torch.get_num_threads())
+    test = load(onnx_dir, threads=torch.get_num_threads())
     res = compare_outputs(TorchTranscriber(model.float(), processor), test, audio)
     if src_dtype != torch.float32:  # informative: how the fp32 graph relates to the source's own dtype
         ref = TorchTranscriber(model.to(src_dtype), processor)
@@ -154,61 +134,7 @@ def check_parity(source: Artifact, onnx_dir: str | os.PathLike, cfg: ExportConfi
     return res
 
 
-# --- model card ----------------------------------------------------------------------------------------
-
-def _table(d: dict) -> str:
-    rows = ["| | |", "|---|---|"]
-    for k, v in d.items():
-        if isinstance(v, float):
-            v = f"{v:.4g}"
-        elif isinstance(v, dict | list | tuple):
-            v = json.dumps(v, default=str)
-        rows.append(f"| {k} | {v} |")
-    return "\n".join(rows)
-
-
-def write_model_card(path: str | os.PathLike, report: dict, metrics: dict | None = None,
-                     lineage: Sequence[str] = ()) -> Path:
-    """README.md of a deployable bundle: how it was made, its checks, and any measured metrics.
-
-    The sweep calls this again with measured WER/latency once eval has run (README.md is not weights).
-    """
-    p = Path(path)
-    lines = [f"# {p.name}", "", "wav2vec 2.0 CTC model (characters, greedy CTC decoding), built by w2vc.",
-             "", "```python", "from optimum.onnxruntime import ORTModelForCTC", "from transformers import "
-             "Wav2Vec2Processor", f"model = ORTModelForCTC.from_pretrained({str(p)!r})",
-             f"processor = Wav2Vec2Processor.from_pretrained({str(p)!r})", "```", ""]
-    if lineage:
-        lines += [f"Steps: {' → '.join(lineage)}", ""]
-    scalars = {k: v for k, v in report.items() if not isinstance(v, dict)}
-    if scalars:
-        lines += ["## Build report", "", _table(scalars), ""]
-    for k, v in report.items():
-        if isinstance(v, dict):
-            lines += [f"## {k.replace('_', ' ').capitalize()}", "", _table(v), ""]
-    if metrics:
-        lines += ["## Measured metrics", "", _table(metrics), ""]
-    out = p / "README.md"
-    out.write_text("\n".join(lines))
-    return out
-
-
 # --- the step ------------------------------------------------------------------------------------------
-
-def fold_weight_norm(model: torch.nn.Module) -> list[str]:
-    """Replace weight_norm (new parametrization or old hook) by the plain weight it computes."""
-    from torch.nn.utils import parametrize
-
-    folded = []
-    for name, mod in model.named_modules():
-        if parametrize.is_parametrized(mod, "weight"):
-            parametrize.remove_parametrizations(mod, "weight", leave_parametrized=True)
-            folded.append(name)
-        elif hasattr(mod, "weight_g") and hasattr(mod, "weight_v"):
-            torch.nn.utils.remove_weight_norm(mod)
-            folded.append(name)
-    return folded
-
 
 def _onnx_summary(path: Path) -> dict:
     import onnx
@@ -221,23 +147,20 @@ def _onnx_summary(path: Path) -> dict:
             "inputs": [i.name for i in g.input], "outputs": [o.name for o in g.output]}
 
 
-def export_onnx(artifact: Artifact, cfg: ExportConfig, out_dir: str | os.PathLike,
+@register(STEP, ExportConfig, frozenset({Kind.TORCH, Kind.TORCH_RUNTIME}), "PyTorch → ONNX with a parity check")
+def export_onnx(artifact: Artifact, cfg: ExportConfig, out_dir: str | os.PathLike, ctx: StepContext | None = None,
                 metrics: dict | None = None) -> Artifact:
     """PyTorch artifact → ONNX artifact (model.onnx, config, processor files, README card), parity-checked."""
     from optimum.exporters.onnx import onnx_export_from_model
 
-    from w2vc.compress.quantize import load_quantized, read_runtime
-
-    if artifact.format != "torch":
-        raise ValueError(f"{artifact.path} is already an ONNX artifact; export takes a PyTorch one")
-    runtime = read_runtime(artifact.path)
-    if runtime.get("transform") == "torch_dynamic_int8":
+    artifact.require(ANY_TORCH, STEP, "it is exported already")
+    if artifact.transform == "torch_dynamic_int8":
         raise ValueError(f"{artifact.path} is torch dynamic int8 (PyTorch-only); export its fp32 parent, "
                          "then quantize with ort_dynamic_int8")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"output directory is not empty: {out}")
-    model, _ = load_quantized(artifact.path)  # bf16 artifacts load as bf16
+    model, _ = load_torch(artifact)  # bf16 artifacts load as bf16
     src_dtype = str(model.dtype).removeprefix("torch.")
     model = model.float().eval()
     folded = fold_weight_norm(model) if cfg.fold_weight_norm else []

@@ -14,14 +14,13 @@ permanent. The weights are still stored and multiplied dense, so the report give
 what CSR / bitmask storage would take, never a speed-up.
 
 A pruned model has per-layer head counts and FFN widths that Wav2Vec2Config cannot express: they are
-recorded in config.json under `w2vc_pruned_shapes`, and `w2vc.models.load_pretrained` rebuilds them
-(`load_pruned`) before loading the weights. Recovery fine-tuning is a separate step (distill).
+recorded in config.json under `w2vc_pruned_shapes`, and `w2vc.core.models.load_pretrained` rebuilds them
+(`w2vc.core.shapes.load_pruned`) before loading the weights. Recovery fine-tuning is a separate step (distill).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +28,12 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from w2vc.artifact import Artifact, copy_processor_files, finalize
-from w2vc.util import reject_unknown
+from w2vc.core.artifact import Artifact, Kind, copy_processor_files, finalize
+from w2vc.core.config import ConfigBase
+from w2vc.core.load import load_torch
+from w2vc.core.shapes import model_shapes, n_params, record_shapes
+from w2vc.core.step import StepContext, register
 
-SHAPES_KEY = "w2vc_pruned_shapes"
-SHAPES_VERSION = 1
 PARTS = ("heads", "ffn", "cnn")
 IMPORTANCES = ("magnitude", "taylor")
 SCOPES = ("local", "global")
@@ -42,7 +42,7 @@ LAYER_IMPORTANCES = (*IMPORTANCES, "loss")
 
 
 @dataclass(frozen=True, kw_only=True)
-class PruneConfig:
+class PruneConfig(ConfigBase):
     """Args:
         heads / ffn / cnn: fraction in [0, 1) of attention heads / FFN intermediate channels / CNN
             feature-encoder channels to remove; None takes `ratio`.
@@ -109,28 +109,30 @@ class PruneConfig:
     def part_ratios(self) -> dict[str, float]:
         return {p: self.ratio if getattr(self, p) is None else getattr(self, p) for p in PARTS}
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    WHAT = "prune"
 
     @classmethod
-    def from_dict(cls, d: dict) -> PruneConfig:
-        reject_unknown(cls, d, "prune")
-        d = dict(d)
-        for k in ("drop_layers", "sparse_ignore"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**d)
+    def data_fields(cls, params: dict) -> tuple[str, ...]:
+        return ("data",)
 
 
 # ---------------------------------------------------------------------------------------------- step
 
 
-def prune(artifact: Artifact, cfg: PruneConfig, out_dir: str | Path) -> Artifact:
-    """Prune a PyTorch artifact into a new directory (the input is only read)."""
+ACCEPTS = frozenset({Kind.TORCH})
+
+
+@register("prune", PruneConfig, ACCEPTS, "structured (heads, FFN, CNN, layers) or unstructured pruning")
+def prune(artifact: Artifact, cfg: PruneConfig, out_dir: str | Path, ctx: StepContext | None = None) -> Artifact:
+    """Prune a plain PyTorch artifact into a new directory (the input is only read).
+
+    A torch+runtime artifact (bf16, dynamic int8, fake-quant int4) is refused: pruning its stored weights
+    would save a plain fp32 model while the lineage claimed quantize -> prune. Prune first, then quantize."""
+    artifact.require(ACCEPTS, "prune", "prune its fp32 parent, then quantize the pruned model")
     out = Path(out_dir)
     if out.resolve() == Path(artifact.path).resolve():
         raise ValueError(f"out_dir must differ from the input artifact {artifact.path}: steps never modify it")
-    model, processor = artifact.load_torch()
+    model, processor = load_torch(artifact)
     model.float().eval()
     report = prune_model(model, processor, cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -178,8 +180,8 @@ class Calibration:
 
 
 def load_calibration(processor, cfg: PruneConfig) -> Calibration:
-    from w2vc.eval.datasets import load_dataset, resolve_split
-    from w2vc.eval.wer import normalize
+    from w2vc.core.wer import normalize
+    from w2vc.data.datasets import load_dataset, resolve_split
 
     path = resolve_split(cfg.data, cfg.split)
     ds = load_dataset(path, limit=cfg.calib_utterances, name="calibration")
@@ -190,7 +192,7 @@ def load_calibration(processor, cfg: PruneConfig) -> Calibration:
 def _ctc_losses(model, calib: Calibration):
     """One utterance at a time: exact for group-norm encoders (zero padding would change them), eval mode so
     dropout and SpecAugment masking stay off."""
-    from w2vc.eval.transcribe import normalize_audio
+    from w2vc.core.runnable import normalize_audio
 
     model.eval()
     for audio, labels in calib.items:
@@ -365,101 +367,6 @@ def _prune_width(model, ratios: dict[str, float], cfg: PruneConfig) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- shapes
-
-
-def n_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def model_shapes(model) -> dict:
-    """Per-module sizes that matter for pruning (also the `w2vc_pruned_shapes` entry of config.json)."""
-    w2v, cfg = model.wav2vec2, model.config
-    head_dim = cfg.hidden_size // cfg.num_attention_heads
-    layers = w2v.encoder.layers
-    return {"version": SHAPES_VERSION, "hidden_size": cfg.hidden_size, "num_hidden_layers": len(layers),
-            "head_dim": head_dim, "conv_dim": [c.conv.out_channels for c in w2v.feature_extractor.conv_layers],
-            "num_heads": [lyr.attention.q_proj.out_features // head_dim for lyr in layers],
-            "intermediate_size": [lyr.feed_forward.intermediate_dense.out_features for lyr in layers]}
-
-
-def record_shapes(model) -> dict:
-    """Write the model's actual shapes into its config (call after any surgery, before save_pretrained)."""
-    shapes = model_shapes(model)
-    model.config.conv_dim = shapes["conv_dim"]
-    model.config.num_hidden_layers = shapes["num_hidden_layers"]
-    setattr(model.config, SHAPES_KEY, shapes)
-    return shapes
-
-
-def _linear(n_in: int, n_out: int, like: nn.Linear) -> nn.Linear:
-    return nn.Linear(n_in, n_out, bias=like.bias is not None, dtype=like.weight.dtype)
-
-
-def build_pruned(config):
-    """A randomly initialised Wav2Vec2ForCTC with the per-layer shapes of config.w2vc_pruned_shapes."""
-    from transformers import Wav2Vec2ForCTC
-
-    s = getattr(config, SHAPES_KEY)
-    if s.get("version") != SHAPES_VERSION:
-        raise ValueError(f"{SHAPES_KEY} version {s.get('version')} not supported (expected {SHAPES_VERSION})")
-    if (s["num_hidden_layers"] != config.num_hidden_layers or list(s["conv_dim"]) != list(config.conv_dim)
-            or not len(s["num_heads"]) == len(s["intermediate_size"]) == s["num_hidden_layers"]):
-        raise ValueError(f"config.json {SHAPES_KEY} disagrees with num_hidden_layers/conv_dim (stale? call "
-                         "w2vc.compress.prune.record_shapes(model) before save_pretrained)")
-    model = Wav2Vec2ForCTC(config)
-    hidden, d = config.hidden_size, s["head_dim"]
-    for lyr, h, f in zip(model.wav2vec2.encoder.layers, s["num_heads"], s["intermediate_size"]):
-        a, ff = lyr.attention, lyr.feed_forward
-        if a.head_dim != d:
-            raise ValueError(f"{SHAPES_KEY} head_dim {d} != hidden_size / num_attention_heads ({a.head_dim})")
-        a.q_proj, a.k_proj, a.v_proj = (_linear(hidden, h * d, getattr(a, n)) for n in ("q_proj", "k_proj", "v_proj"))
-        a.out_proj = _linear(h * d, hidden, a.out_proj)
-        a.num_heads, a.embed_dim = h, h * d
-        ff.intermediate_dense = _linear(hidden, f, ff.intermediate_dense)
-        ff.output_dense = _linear(f, hidden, ff.output_dense)
-    return model
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    if (path / "model.safetensors").exists():
-        return load_file(path / "model.safetensors")
-    index = path / "model.safetensors.index.json"
-    if index.exists():
-        sd = {}
-        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-            sd.update(load_file(path / shard))
-        return sd
-    if (path / "pytorch_model.bin").exists():
-        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{path}: no model.safetensors(.index.json) or pytorch_model.bin")
-
-
-def load_pruned(path: str | Path, **kw):
-    """Load a save_pretrained directory whose config.json carries w2vc_pruned_shapes (eval mode)."""
-    from transformers import Wav2Vec2Config
-
-    path = Path(path)
-    dtype = kw.pop("torch_dtype", None) or kw.pop("dtype", None)
-    attn = kw.pop("attn_implementation", None)
-    kw.pop("trust_remote_code", None)
-    if kw:
-        raise ValueError(f"load options {', '.join(sorted(kw))} are not supported for pruned models ({path})")
-    config = Wav2Vec2Config.from_pretrained(path)
-    if attn:
-        config._attn_implementation = attn
-    model = build_pruned(config)
-    try:
-        model.load_state_dict(_read_state_dict(path), strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not match config.json {SHAPES_KEY} (stale? call record_shapes "
-                         f"before save_pretrained): {str(e).splitlines()[1:2]}") from e
-    if isinstance(dtype, str) and dtype != "auto":
-        dtype = getattr(torch, dtype)
-    if isinstance(dtype, torch.dtype):
-        model.to(dtype)
-    return model.eval()
 
 
 # ----------------------------------------------------------------------------------- unstructured

@@ -10,7 +10,7 @@ ONNX Runtime methods take an ONNX artifact (put `export` before them):
   data-free half-quadratic fitting.
 
 PyTorch methods take a PyTorch artifact; each stores ordinary `save_pretrained` weights plus a small record,
-`w2vc_runtime.json`, that `apply_runtime` (called by `load_transcriber`) turns into the measured model:
+`w2vc_runtime.json` (a torch+runtime artifact), that `w2vc.core.load` turns into the measured model:
 - `torch_dynamic_int8`: `torch.ao.quantization.quantize_dynamic` on nn.Linear. Stored as the parent's fp32
   weights; the (deterministic) quantization is re-applied on load, which keeps pruned shapes loadable by
   `load_pretrained`. The report gives the real quantized size (`quantized_size_mb`: the serialized int8
@@ -30,22 +30,27 @@ and a pattern with "/" matches raw node names). Unset, it takes the method's mea
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from w2vc.artifact import Artifact, copy_processor_files, finalize
+from w2vc.core.artifact import ANY_TORCH, Artifact, Kind, copy_processor_files, finalize
+from w2vc.core.card import write_model_card
+from w2vc.core.config import ConfigBase
+from w2vc.core.load import load_torch
+from w2vc.core.runnable import normalize_audio
+from w2vc.core.runtime import write_runtime
+from w2vc.core.step import StepContext, register
+from w2vc.data.datasets import load_audio_set
 
 STEP = "quantize"
-RUNTIME_FILE = "w2vc_runtime.json"
 ORT_METHODS = ("ort_dynamic_int8", "ort_static_int8", "ort_int4")
 TORCH_METHODS = ("torch_dynamic_int8", "inc_int4_rtn", "inc_int4_gptq", "bf16")
 METHODS = ORT_METHODS + TORCH_METHODS
@@ -64,7 +69,7 @@ DEFAULT_KEEP_FP32 = {"ort_dynamic_int8": ("lm_head", _SCORES),
 
 
 @dataclass(frozen=True, kw_only=True)
-class QuantizeConfig:
+class QuantizeConfig(ConfigBase):
     """Args:
     method: one of METHODS.
     keep_fp32: module-path globs left unquantized (ONNX nodes matched by the module they were traced from);
@@ -132,17 +137,18 @@ class QuantizeConfig:
     def needs_data(self) -> bool:
         return self.method in NEEDS_DATA or (self.method == "ort_int4" and self.int4_algo == "gptq")
 
+    WHAT = "quantize"
+
+    @classmethod
+    def data_fields(cls, params: dict) -> tuple[str, ...]:
+        m = params.get("method")
+        return ("calibration_data",) if m in NEEDS_DATA or (m == "ort_int4" and params.get("int4_algo") == "gptq") \
+            else ()
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["keep_fp32"], d["ops"] = list(self.keep_fp32), list(self.ops)
         return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> QuantizeConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown QuantizeConfig field(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
 
     # Presets: one short factory per method, tuned for x86 CPUs with AVX512-VNNI.
     @classmethod
@@ -205,8 +211,6 @@ def _excluded(names: list[tuple[str, str]], patterns) -> list[str]:
 
 
 def _calibration_audio(cfg: QuantizeConfig) -> list[np.ndarray]:
-    from w2vc.compress.export import load_audio_set
-
     return load_audio_set(cfg.calibration_data, cfg.calibration_split, cfg.calibration_count)
 
 
@@ -217,42 +221,12 @@ def _state_dict_mb(model: torch.nn.Module) -> float:
     return buf.tell() / 2**20
 
 
-def read_runtime(path: str | os.PathLike) -> dict:
-    f = Path(path) / RUNTIME_FILE
-    return json.loads(f.read_text()) if f.exists() else {}
-
-
-def apply_runtime(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
-    """Turn a model loaded by `load_pretrained` into the one a torch quantize method measured."""
-    rec = read_runtime(path)
-    kind = rec.get("transform")
-    if not kind or kind == "fake_quant":  # INC int4: the stored fp32 weights already are the int4 values
-        return model
-    if kind == "bf16":
-        return model.to(torch.bfloat16)
-    if kind == "torch_dynamic_int8":
-        from torch.ao.quantization import quantize_dynamic
-
-        return quantize_dynamic(model.float().eval(), set(rec["modules"]), dtype=torch.qint8)
-    raise ValueError(f"{Path(path) / RUNTIME_FILE}: unknown transform {kind!r}")
-
-
-def load_quantized(path: str | os.PathLike):
-    """(model, processor) of any PyTorch artifact, quantized as its runtime record says."""
-    from w2vc.models import load_pretrained
-
-    model, processor = load_pretrained(path)
-    return apply_runtime(model, path).eval(), processor
-
-
 # --- ONNX Runtime methods ------------------------------------------------------------------------------
 
 class _AudioReader:
     """CalibrationDataReader over normalized utterances, one at a time (the ONNX graph takes no mask)."""
 
     def __init__(self, audio: list[np.ndarray]):
-        from w2vc.eval.transcribe import normalize_audio
-
         self.items = [{"input_values": normalize_audio(a)[None]} for a in audio]
         self.i = 0
 
@@ -364,18 +338,18 @@ def _linear_names(model: torch.nn.Module) -> list[tuple[str, str]]:
 def _save_torch(model, src: Artifact, out: Path, runtime: dict) -> None:
     model.save_pretrained(out)
     copy_processor_files(src.path, out)
-    (out / RUNTIME_FILE).write_text(json.dumps(runtime, indent=1))
+    write_runtime(out, runtime)
 
 
 def _torch_dynamic_int8(src: Artifact, cfg: QuantizeConfig, out: Path) -> dict:
-    model, _ = src.load_torch()
+    model, _ = load_torch(src)
     model = model.float().eval()
     names = _linear_names(model)
     keep = set(_excluded(names, cfg.keep_fp32))
     quantized = [n for n, _ in names if n not in keep]
     runtime = {"transform": "torch_dynamic_int8", "dtype": "qint8", "modules": quantized}
     _save_torch(model, src, out, runtime)
-    qmodel = apply_runtime(model, out)
+    qmodel, _ = load_torch(out)
     n_q = sum(type(m).__name__ == "Linear" and "quantized" in type(m).__module__ for m in qmodel.modules())
     return {"quantized_linear": n_q, "fp32_linear": len(keep), "quantized_size_mb": _state_dict_mb(qmodel)}
 
@@ -385,7 +359,7 @@ def _inc_int4(src: Artifact, cfg: QuantizeConfig, out: Path) -> dict:
 
     from neural_compressor.torch.quantization import GPTQConfig, RTNConfig, convert, prepare
 
-    model, _ = src.load_torch()
+    model, _ = load_torch(src)
     model = model.float().eval()
     names = _linear_names(model)
     keep = _excluded(names, cfg.keep_fp32)
@@ -404,8 +378,6 @@ def _inc_int4(src: Artifact, cfg: QuantizeConfig, out: Path) -> dict:
         try:
             qmodel = prepare(copy.deepcopy(model), qcfg)
             if cfg.method == "inc_int4_gptq":
-                from w2vc.eval.transcribe import normalize_audio
-
                 with torch.no_grad():
                     for a in _calibration_audio(cfg):
                         qmodel(torch.from_numpy(normalize_audio(a))[None])
@@ -430,31 +402,31 @@ def _inc_int4(src: Artifact, cfg: QuantizeConfig, out: Path) -> dict:
 
 
 def _bf16(src: Artifact, cfg: QuantizeConfig, out: Path) -> dict:
-    model, _ = src.load_torch()
+    model, _ = load_torch(src)
     _save_torch(model.to(torch.bfloat16), src, out, {"transform": "bf16"})
     return {"dtype": "bfloat16", "quantized_size_mb": Artifact(out).size_mb}
 
 
 # --- the step ------------------------------------------------------------------------------------------
 
-def quantize(artifact: Artifact, cfg: QuantizeConfig, out_dir: str | os.PathLike) -> Artifact:
+@register("quantize", QuantizeConfig, frozenset({Kind.TORCH, Kind.ONNX}),
+          "bf16 / int8 dynamic+static / int4 weight-only")
+def quantize(artifact: Artifact, cfg: QuantizeConfig, out_dir: str | os.PathLike,
+             ctx: StepContext | None = None) -> Artifact:
     """Quantize an artifact into a new directory (the input is never modified)."""
-    if cfg.method in ORT_METHODS and artifact.format != "onnx":
-        raise ValueError(f"{cfg.method} takes an ONNX artifact; {artifact.path} is PyTorch: run export first")
-    if cfg.method in TORCH_METHODS and artifact.format != "torch":
-        raise ValueError(f"{cfg.method} takes a PyTorch artifact; {artifact.path} is ONNX "
-                         "(quantize before export)")
-    prior = read_runtime(artifact.path).get("transform")
-    if cfg.method in TORCH_METHODS and prior:
-        raise ValueError(f"{artifact.path} is already quantized ({prior}); quantize its fp32 parent instead")
+    if cfg.method in ORT_METHODS:
+        artifact.require(frozenset({Kind.ONNX}), f"quantize {cfg.method}", "run export first")
+    else:
+        artifact.require(frozenset({Kind.TORCH}), f"quantize {cfg.method}",
+                         "already quantized: quantize its fp32 parent instead" if artifact.kind in ANY_TORCH
+                         else "quantize before export")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"output directory is not empty: {out}")
     out.mkdir(parents=True, exist_ok=True)
     try:
         if cfg.method in ORT_METHODS:
-            onnx_files = sorted(artifact.path.glob("*.onnx"))
-            src = next((f for f in onnx_files if f.name == "model.onnx"), onnx_files[0])
+            src = artifact.model_file
             if onnx_op_counts(src)["quantized_ops"]:
                 raise ValueError(f"{artifact.path} is already quantized; quantize its fp32 export instead")
             report = _ort_quantize(src, cfg, out)
@@ -470,7 +442,5 @@ def quantize(artifact: Artifact, cfg: QuantizeConfig, out_dir: str | os.PathLike
     report = {"method": cfg.method, "in_size_mb": artifact.size_mb, "size_mb": Artifact(out).size_mb,
               **report}
     if cfg.method in ORT_METHODS:
-        from w2vc.compress.export import write_model_card
-
         write_model_card(out, report, lineage=artifact.provenance.get("lineage", []) + [STEP])
     return finalize(out, STEP, cfg.to_dict(), artifact, report)

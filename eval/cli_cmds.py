@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from w2vc.util import write_json as _write_json
+from w2vc.core.util import write_json as _write_json
 
 
 def run_wer(a) -> int:
@@ -26,7 +26,7 @@ def run_wer(a) -> int:
 
 
 def run_eval(a) -> int:
-    from w2vc.eval.datasets import manifest_column
+    from w2vc.data.datasets import manifest_column
     from w2vc.eval.evaluate import by_table, evaluate_model, find_eval_sets, log_eval, sets_summary
     from w2vc.eval.tracking import DEFAULT_URI
 

@@ -20,9 +20,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from w2vc.eval.datasets import Dataset, DatasetError, load_dataset
+from w2vc.core.load import load
+from w2vc.core.runnable import Transcriber
+from w2vc.data.datasets import Dataset, DatasetError, load_dataset
 from w2vc.eval.tracking import DEFAULT_EXPERIMENT, LoggedRun, log_run
-from w2vc.eval.transcribe import Transcriber, load_transcriber
 from w2vc.eval.wer import UtteranceError, word_error_rate
 
 _SNR = re.compile(r"_snr(\d+)$")
@@ -241,7 +242,7 @@ def evaluate_model(model: str | os.PathLike | Transcriber, data: str | os.PathLi
             raise ValueError(f"--bf16 applies to PyTorch models; {model} is an ONNX artifact")
         kw = {"autocast_bf16": True} if bf16 else {}
         try:
-            transcriber = load_transcriber(model, threads=threads, **kw)
+            transcriber = load(model, threads=threads, **kw)
         except OSError as e:  # hub/IO errors span several lines; the CLI prints one
             msg = f"cannot load model {model}: {(str(e).strip().splitlines() or [type(e).__name__])[0]}"
             try:
@@ -263,7 +264,7 @@ def _set_threads(transcriber: Transcriber, threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)
-    # an ORT session's thread count is fixed at creation: build it with load_transcriber(path, threads=N)
+    # an ORT session's thread count is fixed at creation: build it with w2vc.core.load.load(path, threads=N)
 
 
 def _current_threads(transcriber: Transcriber) -> int | None:

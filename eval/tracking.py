@@ -1,7 +1,10 @@
-"""MLflow logging for every measuring command; figures are never lost if MLflow fails.
+"""Every MLflow call in w2vc goes through here; figures are never lost if MLflow fails.
 
 Default store `sqlite:///mlflow.db` with artifacts under ./mlruns (MLflow 3's own default);
-`MLFLOW_TRACKING_URI` wins when set. Every run also writes its figures to a local JSON file first.
+`MLFLOW_TRACKING_URI` wins when set. Two ways in: `log_run` for a one-shot run (eval, bench, a search
+trial), which writes its figures to a local JSON file first and only warns when MLflow fails; `Tracker`
+for runs handled by id over a long job (a sweep's parent run, candidate runs found again by tag on resume,
+re-tagged after the Pareto selection, registered models), whose callers keep the figures on disk first.
 """
 
 from __future__ import annotations
@@ -41,17 +44,23 @@ def git_commit() -> str:
 
 
 def standard_tags() -> dict[str, str]:
-    from w2vc.artifact import package_versions
+    from w2vc.core.artifact import package_versions
 
     tags = {"cpu": cpu_model(), "git_commit": git_commit(), "host_cores": str(os.cpu_count())}
     tags.update({f"version.{k}": v for k, v in package_versions().items()})
     return tags
 
 
+def tracking_uri() -> str:
+    """The store every command uses: `MLFLOW_TRACKING_URI` when set, else DEFAULT_URI."""
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
+
+
 def setup_mlflow(experiment: str = DEFAULT_EXPERIMENT):
+    """Point MLflow at the store and the experiment (created when missing); returns the mlflow module."""
     import mlflow
 
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI))
+    mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(experiment)
     return mlflow
 
@@ -99,3 +108,112 @@ def log_run(name: str, params: dict, metrics: dict, tags: dict | None = None,
         log.warning(msg)
         print(f"warning: {msg}")
         return LoggedRun(None, local, str(e))
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    """What callers read back from a run, so no MLflow type leaves this module."""
+
+    id: str
+    name: str
+    status: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+    artifact_uri: str
+
+    @classmethod
+    def of(cls, r) -> TrackedRun:
+        return cls(r.info.run_id, r.info.run_name, r.info.status, dict(r.data.tags), dict(r.data.params),
+                   dict(r.data.metrics), r.info.artifact_uri)
+
+
+class Tracker:
+    """Runs of one experiment handled by id (MlflowClient, no active-run state), for work spanning many runs.
+
+    Errors propagate: the caller decides what a failure costs (the sweep keeps its figures on disk first).
+    """
+
+    def __init__(self, client, experiment_id: str):
+        self.client, self.experiment_id = client, experiment_id
+
+    @classmethod
+    def open(cls, experiment: str) -> Tracker:
+        """The experiment on the configured store, created when missing."""
+        from mlflow.tracking import MlflowClient
+
+        mlflow = setup_mlflow(experiment)
+        return cls(MlflowClient(), mlflow.get_experiment_by_name(experiment).experiment_id)
+
+    @classmethod
+    def existing(cls, experiment: str) -> Tracker | None:
+        """The experiment if the store has it (reading must not create one); None otherwise."""
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        mlflow.set_tracking_uri(tracking_uri())
+        client = MlflowClient()
+        exp = client.get_experiment_by_name(experiment)
+        return None if exp is None else cls(client, exp.experiment_id)
+
+    def find_runs(self, tags: dict[str, str], max_results: int = 1000) -> list[TrackedRun]:
+        """Runs carrying every tag in `tags` (any status), newest first."""
+        where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self.client.search_runs([self.experiment_id], filter_string=where,
+                                       order_by=["attributes.start_time DESC"], max_results=max_results)
+        return [TrackedRun.of(r) for r in runs]
+
+    def run(self, run_id: str) -> TrackedRun:
+        return TrackedRun.of(self.client.get_run(run_id))
+
+    def create_run(self, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
+        """A RUNNING run with `tags` and the standard ones (CPU, commit, versions), nested under `parent_id`."""
+        nest = {"mlflow.parentRunId": parent_id} if parent_id else {}
+        return self.client.create_run(self.experiment_id, run_name=name,
+                                      tags={**nest, **tags, **standard_tags()}).info.run_id
+
+    def log_params(self, run_id: str, params: dict) -> None:
+        for k, v in params.items():
+            self.client.log_param(run_id, k, v)
+
+    def log_metrics(self, run_id: str, metrics: dict) -> None:
+        """The numeric values of `metrics`; anything else (a list, a note) is not a metric and is skipped."""
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)):
+                self.client.log_metric(run_id, k, float(v))
+
+    def log_texts(self, run_id: str, texts: dict[str, str], artifact_path: str | None = None) -> None:
+        """Each `{file name: text}` as an artifact file (e.g. per-utterance transcripts)."""
+        with tempfile.TemporaryDirectory() as td:
+            for fname, text in texts.items():
+                (Path(td) / fname).write_text(text)
+                self.client.log_artifact(run_id, str(Path(td) / fname), artifact_path)
+
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_artifacts(self, run_id: str, directory: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(run_id, str(directory), artifact_path)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, v)
+
+    def terminate(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
+
+    def register_version(self, name: str, run_id: str, artifact_path: str, description: str = "") -> str:
+        """A model-registry version of `name` (created when new) pointing at the run's `artifact_path`
+        directory; returns "name/version".
+
+        The directory is a plain artifact directory (e.g. ONNX + processor), not an MLflow flavour: MLflow 3's
+        register_model("runs:/...") looks for a LoggedModel, so the version points at the artifacts directly.
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name, description=description)
+        except MlflowException:  # registered before (an earlier sweep): add a version
+            pass
+        source = f"{self.run(run_id).artifact_uri}/{artifact_path}"
+        return f"{name}/{self.client.create_model_version(name, source, run_id=run_id).version}"

@@ -2,7 +2,8 @@
 
 A candidate is a chain of steps from a starting model (`teacher`, `student`, or a path); `grid` expands
 one candidate into several by step parameter, addressed as `<kind>.<option>` (first step of that kind)
-or `<index>.<option>`.
+or `<index>.<option>`. `search:` (experiments/search.py) addresses its knobs the same way. Unknown keys are
+rejected by the one check of w2vc.core.config, so a typo fails at parse time, not an hour into a sweep.
 """
 
 from __future__ import annotations
@@ -11,39 +12,36 @@ import copy
 import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
+from w2vc.core.config import ConfigBase, ConfigError, check_keys
 from w2vc.experiments.pareto import Budget
 from w2vc.experiments.recipes import get_step
 
-
-class ConfigError(ValueError):
-    pass
-
-
-def _check_keys(d: dict, allowed: set[str], where: str) -> None:
-    if not isinstance(d, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
-    bad = sorted(set(d) - allowed)
-    if bad:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(bad)}; allowed: {', '.join(sorted(allowed))}")
+__all__ = ["Candidate", "ConfigError", "DataConfig", "EvalConfig", "ExportPicks", "Knob", "SearchConfig",
+           "SweepConfig", "load_config", "parse_config"]
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(ConfigBase):
+    WHAT: ClassVar[str] = "data"
+
     corpus: str = "data/corpus"
     hours: float = 8.0
     seed: int = 0
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(ConfigBase):
     """Args:
         split: the clean test split; sets: which of its scored sets count (clean, snr20, snr10, snr5,
         unseen_synth); limit: utterances per set (None = all); threads: for latency and WER runs;
         seconds: audio lengths for latency (the first is the headline); repeats: timed runs per length.
     """
+
+    WHAT: ClassVar[str] = "eval"
 
     split: str = "test"
     sets: tuple[str, ...] = ("clean", "snr10")
@@ -54,7 +52,9 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
-class ExportPicks:
+class ExportPicks(ConfigBase):
+    WHAT: ClassVar[str] = "export"
+
     enabled: bool = True
     max_picks: int = 3
     register: bool = True
@@ -84,6 +84,7 @@ class SweepConfig:
     work_dir: str = "runs/sweeps"
     source: str = ""
     raw: dict = field(default_factory=dict, compare=False)
+    search: SearchConfig | None = None
 
     def start_path(self, start: str) -> str:
         return {"teacher": self.teacher, "student": self.student}.get(start, start) or start
@@ -91,34 +92,144 @@ class SweepConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("raw")
+        if d["search"] is None:  # a sweep-only config records what it did before `search:` was typed
+            d.pop("search")
         d["budgets"] = [str(b) for b in self.budgets]
         return d
 
 
-TOP_KEYS = {"name", "teacher", "student", "data", "eval", "objectives", "maximize", "budgets", "candidates",
-            "export", "experiment", "work_dir", "search"}
+TOP_KEYS = ("name", "teacher", "student", "data", "eval", "objectives", "maximize", "budgets", "candidates",
+            "export", "experiment", "work_dir", "search")
+
+
+def _step_index(steps, target: str) -> int | None:
+    """`<kind or index>` of a `<kind or index>.<option>` address → the step's index (first of that kind)."""
+    if target.isdigit():
+        return int(target) if int(target) < len(steps) else None
+    return next((j for j, s in enumerate(steps) if s["kind"] == target), None)
+
+
+def _check_steps(steps, where: str) -> list[dict]:
+    if not isinstance(steps, list):
+        raise ConfigError(f"{where}: expected a list of steps")
+    for j, s in enumerate(steps):
+        if not isinstance(s, dict) or "kind" not in s:
+            raise ConfigError(f"{where}[{j}]: each step needs 'kind' (e.g. kind: prune)")
+    return steps
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One searched option: the `key` (`<kind or index>.<option>`) resolved to `steps[step][option]`; an int
+    range (both ends int), a float range, or categorical `choices`."""
+
+    key: str
+    step: int
+    option: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple = ()
+
+    @property
+    def is_int(self) -> bool:
+        return not self.choices and isinstance(self.low, int) and isinstance(self.high, int)
+
+    def probes(self) -> tuple:
+        """Values every step config must accept: both ends of a range, every choice."""
+        return self.choices or (self.low, self.high)
+
+    def middle(self):
+        if self.choices:
+            return self.choices[0]
+        return (self.low + self.high) // 2 if self.is_int else (self.low + self.high) / 2
+
+    @classmethod
+    def parse(cls, key, rng, steps: list[dict]) -> Knob:
+        where = f"search.space.{key}"
+        target, _, opt = str(key).partition(".")
+        if not opt:
+            raise ConfigError(f"{where}: expected '<kind or index>.<option>'")
+        idx = _step_index(steps, target)
+        if idx is None:
+            raise ConfigError(f"search.space: no step '{target}' in search.steps")
+        if opt == "kind":
+            raise ConfigError(f"{where}: a step's kind is not a knob")
+        if isinstance(rng, dict) and set(rng) == {"choices"} and isinstance(rng["choices"], list) and rng["choices"]:
+            return cls(str(key), idx, opt, choices=tuple(rng["choices"]))
+        if isinstance(rng, list) and len(rng) == 2 and all(_is_number(x) for x in rng):
+            lo, hi = rng if all(isinstance(x, int) for x in rng) else (float(rng[0]), float(rng[1]))
+            if lo > hi:
+                raise ConfigError(f"{where}: low {lo} > high {hi}")
+            return cls(str(key), idx, opt, lo, hi)
+        raise ConfigError(f"{where}: expected [low, high] or {{choices: [...]}}")
+
+
+@dataclass(frozen=True)
+class SearchConfig(ConfigBase):
+    """`search:` of a config: the Optuna search of experiments/search.py over a step template.
+
+    Args:
+        start: the model the template starts from (YAML `from`: teacher, student or a path).
+        sampler: tpe or nsga2. steps: the template, each step a `{kind: ..., option: value}` mapping.
+        space: the knobs Optuna sets in the template (YAML `<kind or index>.<option>: range`).
+    """
+
+    WHAT: ClassVar[str] = "search"
+    SAMPLERS: ClassVar[tuple[str, ...]] = ("tpe", "nsga2")
+
+    start: str = "teacher"
+    sampler: str = "tpe"
+    steps: tuple[dict, ...] = ()
+    space: tuple[Knob, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchConfig:
+        check_keys(d, ("from", "sampler", "steps", "space"), cls.WHAT)
+        if not d.get("space") or not d.get("steps"):
+            raise ConfigError("search: needs 'steps' (a template) and 'space' (knobs)")
+        sampler = d.get("sampler", "tpe")
+        if sampler not in cls.SAMPLERS:
+            raise ConfigError(f"search.sampler must be tpe or nsga2, got {sampler!r}")
+        steps = _check_steps(d["steps"], "search.steps")
+        check_keys(d["space"], d["space"], "search.space")  # a mapping
+        space = tuple(Knob.parse(k, v, steps) for k, v in d["space"].items())
+        return cls(str(d.get("from", "teacher")), sampler, tuple(steps), space)
+
+    def trial_steps(self, values: dict[str, object]) -> list[dict]:
+        """The template with each knob set to `values[knob.key]` (a fresh copy: the template is shared)."""
+        steps = copy.deepcopy(list(self.steps))
+        for k in self.space:
+            steps[k.step][k.option] = values[k.key]
+        return steps
+
+    def probe_points(self):
+        """Knob settings to validate the template with: each probe of a knob, the others in the middle
+        (every end at once can be invalid together, e.g. nothing left to prune, while each is fine)."""
+        middle = {k.key: k.middle() for k in self.space}
+        for k in self.space:
+            for v in k.probes():
+                yield k.key, {**middle, k.key: v}
 
 
 def _expand(c: dict, i: int) -> list[Candidate]:
     where = f"candidates[{i}]" + (f" ({c.get('name')})" if isinstance(c, dict) and c.get("name") else "")
-    _check_keys(c, {"name", "from", "steps", "grid"}, where)
+    check_keys(c, ("name", "from", "steps", "grid"), where)
     if "name" not in c:
         raise ConfigError(f"{where}: missing 'name'")
-    steps = c.get("steps") or []
-    if not isinstance(steps, list):
-        raise ConfigError(f"{where}.steps: expected a list of steps")
-    for j, s in enumerate(steps):
-        if not isinstance(s, dict) or "kind" not in s:
-            raise ConfigError(f"{where}.steps[{j}]: each step needs 'kind' (e.g. kind: prune)")
+    steps = _check_steps(c.get("steps") or [], f"{where}.steps")
     grid = c.get("grid") or {}
-    _check_keys(grid, set(grid), f"{where}.grid")
+    check_keys(grid, grid, f"{where}.grid")  # a mapping
     axes = []
     for key, values in grid.items():
         if "." not in str(key) or not isinstance(values, list) or not values:
             raise ConfigError(f"{where}.grid: '{key}' must be '<kind or index>.<option>: [values...]'")
         target, opt = str(key).split(".", 1)
-        idx = int(target) if target.isdigit() else next((j for j, s in enumerate(steps) if s["kind"] == target), None)
-        if idx is None or idx >= len(steps):
+        idx = _step_index(steps, target)
+        if idx is None:
             raise ConfigError(f"{where}.grid: no step '{target}' in this candidate")
         axes.append([(idx, opt, v) for v in values])
     out = []
@@ -132,20 +243,34 @@ def _expand(c: dict, i: int) -> list[Candidate]:
     return out
 
 
+def _check_step_options(kind: str, params: dict, data: str, where: str) -> None:
+    """A step's options against its typed config, now rather than when the step runs."""
+    try:
+        get_step(kind).make_config(params, data)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _check_search(s: SearchConfig, cfg: SweepConfig) -> None:
+    """The template's steps with the knobs at their probe points (see SearchConfig.probe_points)."""
+    if s.start == "student" and not cfg.student:
+        raise ConfigError("search: from 'student' but the config has no 'student'")
+    for _, values in s.probe_points():
+        for j, st in enumerate(s.trial_steps(values)):
+            at = ", ".join(f"{k.key}={values[k.key]!r}" for k in s.space if k.step == j)
+            _check_step_options(st["kind"], {k: v for k, v in st.items() if k != "kind"}, cfg.data.corpus,
+                                f"search.steps[{j}] ({st['kind']})" + (f" with {at}" if at else ""))
+
+
 def parse_config(raw: dict, source: str = "") -> SweepConfig:
-    _check_keys(raw, TOP_KEYS, "config")
+    check_keys(raw, TOP_KEYS, "config")
     for k in ("name", "teacher", "candidates"):
         if k not in raw:
             raise ConfigError(f"config: missing required key '{k}'")
-    data = raw.get("data") or {}
-    _check_keys(data, {"corpus", "hours", "seed"}, "data")
-    ev = dict(raw.get("eval") or {})
-    _check_keys(ev, {"split", "sets", "limit", "threads", "seconds", "repeats"}, "eval")
-    for k in ("sets", "seconds"):
-        if k in ev:
-            ev[k] = tuple(ev[k])
-    ex = raw.get("export") or {}
-    _check_keys(ex, {"enabled", "max_picks", "register", "dir"}, "export")
+    data = DataConfig.from_dict(raw.get("data") or {})
+    ev = EvalConfig.from_dict(raw.get("eval") or {})
+    ex = ExportPicks.from_dict(raw.get("export") or {})
+    search = SearchConfig.from_dict(raw["search"]) if raw.get("search") else None  # empty = no search
     try:
         budgets = tuple(Budget.parse(b) for b in raw.get("budgets") or [])
     except ValueError as e:
@@ -160,20 +285,19 @@ def parse_config(raw: dict, source: str = "") -> SweepConfig:
     if dup:
         raise ConfigError(f"candidates: duplicate name(s) {', '.join(dup)}")
     cfg = SweepConfig(name=str(raw["name"]), teacher=str(raw["teacher"]), student=raw.get("student"),
-                      data=DataConfig(**data), eval=EvalConfig(**ev),
+                      data=data, eval=ev,
                       objectives=tuple(raw.get("objectives") or ("wer_clean", "latency_p50_ms", "size_mb")),
                       maximize=tuple(raw.get("maximize") or ()), budgets=budgets, candidates=tuple(cands),
-                      export=ExportPicks(**ex), experiment=str(raw.get("experiment", "w2vc-sweeps")),
-                      work_dir=str(raw.get("work_dir", "runs/sweeps")), source=source, raw=raw)
+                      export=ex, experiment=str(raw.get("experiment", "w2vc-sweeps")),
+                      work_dir=str(raw.get("work_dir", "runs/sweeps")), source=source, raw=raw, search=search)
     for c in cfg.candidates:  # validate every step's options now, not an hour into the sweep
         if c.start == "student" and not cfg.student:
             raise ConfigError(f"candidate {c.name}: from 'student' but the config has no 'student'")
         for j, s in enumerate(c.steps):
-            params = {k: v for k, v in s.items() if k != "kind"}
-            try:
-                get_step(s["kind"]).make_config(params, None)
-            except (ValueError, TypeError) as e:
-                raise ConfigError(f"candidate {c.name}, step {j} ({s['kind']}): {e}") from None
+            _check_step_options(s["kind"], {k: v for k, v in s.items() if k != "kind"}, cfg.data.corpus,
+                                f"candidate {c.name}, step {j} ({s['kind']})")
+    if search is not None:
+        _check_search(search, cfg)
     return cfg
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from w2vc.artifact import Artifact, step_key
+from w2vc.core.artifact import Artifact, step_key
+from w2vc.core.util import file_lock
 from w2vc.experiments import pareto as P
 from w2vc.experiments.config import Candidate, SweepConfig
 from w2vc.experiments.recipes import StepContext, get_step
-from w2vc.util import file_lock
 
 CANDIDATE_KIND = "candidate"
 
@@ -74,12 +74,12 @@ def build_candidate(c: Candidate, cfg: SweepConfig, cache: Path, progress: bool 
         raise FileNotFoundError(f"candidate {c.name}: start model not found: {start}")
     art = Artifact.open(start)
     root = art
-    ctx = StepContext(root=root, data=cfg.data.corpus, progress=progress)
+    ctx = StepContext(root=root, progress=progress)
     for s in c.steps:
         spec = get_step(s["kind"])
         params = _resolve_refs({k: v for k, v in s.items() if k != "kind"}, cfg)
-        step_cfg = spec.make_config(params, ctx)
-        key = step_key(art.hash, s["kind"], step_cfg.to_dict() if hasattr(step_cfg, "to_dict") else params)
+        step_cfg = spec.make_config(params, cfg.data.corpus)
+        key = step_key(art.hash, s["kind"], step_cfg.to_dict())
         done = cache / key
         # one builder per step: processes sharing the cache (search workers, a sweep beside them) wait
         # for a step another one is building, then find it finished
@@ -89,7 +89,7 @@ def build_candidate(c: Candidate, cfg: SweepConfig, cache: Path, progress: bool 
                 if s["kind"] not in ("distill", "recover"):  # these resume from their checkpoint; others restart
                     shutil.rmtree(work, ignore_errors=True)
                 work.mkdir(parents=True, exist_ok=True)
-                out = spec.run(art, step_cfg, work / "out", ctx)
+                out = spec(art, step_cfg, work / "out", ctx)
                 os.replace(out.path, done)  # the cache entry appears only when the step finished
                 shutil.rmtree(work, ignore_errors=True)
         art = Artifact.open(done)
@@ -103,11 +103,11 @@ def _candidate_key(art: Artifact, c: Candidate, cfg: SweepConfig) -> str:
 
 def measure_candidate(art: Artifact, cfg: SweepConfig, eval_data) -> tuple[dict, dict]:
     """WER on the preloaded sets + cost in a clean child process. Returns (metrics, text artifacts)."""
+    from w2vc.core.load import load
     from w2vc.eval.cost import measure_cost_isolated
     from w2vc.eval.evaluate import evaluate_model
-    from w2vc.eval.transcribe import load_transcriber
 
-    tr = load_transcriber(art.path, threads=cfg.eval.threads)
+    tr = load(art, threads=cfg.eval.threads)
     res = evaluate_model(tr, eval_data, threads=cfg.eval.threads, model_name=str(art.path))
     metrics = {k: v for k, v in res.metrics.items()}
     cost = measure_cost_isolated(str(art.path), seconds=cfg.eval.seconds, threads=cfg.eval.threads,
@@ -150,8 +150,8 @@ def rows_from_mlflow(experiment: str) -> list[dict]:
 
 
 def run_sweep(cfg: SweepConfig, progress: bool = True, log_mlflow: bool = True) -> SweepResult:
+    from w2vc.data.synth import SynthConfig, synthesize_corpus
     from w2vc.eval.evaluate import EvalData, load_eval_data
-    from w2vc.eval.synth import SynthConfig, synthesize_corpus
     from w2vc.eval.tracking import standard_tags
 
     t_start = time.time()
@@ -307,7 +307,8 @@ def _log_candidate(client, exp_id, parent_id, cr: CandidateResult, texts: dict, 
 
 
 def _export_picks(cfg: SweepConfig, res: P.ParetoResult, results: list[CandidateResult], client) -> list[Path]:
-    from w2vc.compress.export import ExportConfig, export_onnx, write_model_card
+    from w2vc.compress.export import ExportConfig, export_onnx
+    from w2vc.core.card import write_model_card
 
     by_name = {r.name: r for r in results}
     out_paths = []

@@ -23,8 +23,8 @@ import math
 import os
 from pathlib import Path
 
+from w2vc.core.util import file_lock
 from w2vc.experiments.config import Candidate, ConfigError, SweepConfig
-from w2vc.util import file_lock
 
 
 def _space(cfg: SweepConfig) -> tuple[dict, list[dict], str, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from w2vc.artifact import finalize
+from w2vc.core.artifact import finalize
 from w2vc.experiments.recipes import StepContext, get_step, parse_chain
 
 # whatif shorthands → registry steps
@@ -40,7 +40,7 @@ def expand_recipe(text: str, data: str | None = None) -> tuple[list[dict], list[
             s = {**s}
         steps.append(s)
     for s in steps:  # unknown kinds/options fail here, before the (Large: 1.2 GB) random model is built
-        get_step(s["kind"]).make_config({k: v for k, v in s.items() if k != "kind"}, None)
+        get_step(s["kind"]).make_config({k: v for k, v in s.items() if k != "kind"}, data)
     if not steps:
         raise ValueError(f"recipe {text!r} has no shape-changing step (prune, export, quantize)")
     return steps, notes
@@ -48,8 +48,8 @@ def expand_recipe(text: str, data: str | None = None) -> tuple[list[dict], list[
 
 def whatif(arch: str, recipe: str, seconds=(3.0,), threads: int | None = None, repeats: int = 10,
            data: str | None = None, work_dir: str | None = None, progress: bool = True) -> dict:
+    from w2vc.core.models import get_preset, new_model
     from w2vc.eval.cost import cost_table, measure_cost_isolated, ratios
-    from w2vc.models import get_preset, new_model
 
     get_preset(arch)
     steps, notes = expand_recipe(recipe, data)
@@ -60,7 +60,7 @@ def whatif(arch: str, recipe: str, seconds=(3.0,), threads: int | None = None, r
         proc.save_pretrained(base)
         del model
         art = finalize(base, "init", {"arch": arch, "weights": "random (cost-only)"}, None)
-        ctx = StepContext(root=art, data=data or "data/corpus", progress=progress)
+        ctx = StepContext(root=art, progress=progress)
         rows = [("fp32 (torch)", art)]
         done = []  # shape-changing steps applied so far: the ONNX row is labelled with what it holds
         for i, s in enumerate(steps):
@@ -71,7 +71,7 @@ def whatif(arch: str, recipe: str, seconds=(3.0,), threads: int | None = None, r
             else:
                 done.append(f"{s['kind']}({','.join(f'{k}={v}' for k, v in params.items())})")
             spec = get_step(s["kind"])
-            art = spec.run(art, spec.make_config(params, ctx), Path(td) / f"step{i}-{s['kind']}", ctx)
+            art = spec(art, spec.make_config(params, data), Path(td) / f"step{i}-{s['kind']}", ctx)
             if s["kind"] == "export":
                 rows.append(("->".join(done + ["fp32 (onnx)"]), art))
         rows.append((recipe, art))

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
-from w2vc.eval.synth import SynthConfig, synthesize_corpus
-from w2vc.models import VOCAB, make_processor
+from w2vc.core.models import VOCAB, make_processor
+from w2vc.data.synth import SynthConfig, synthesize_corpus
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -8,11 +8,11 @@ import logging
 import sys
 from pathlib import Path
 
-from w2vc.util import write_json as _write_json
+from w2vc.core.util import write_json as _write_json
 
 
 def cmd_data_synth(a) -> int:
-    from w2vc.eval.synth import SynthConfig, synthesize_corpus
+    from w2vc.data.synth import SynthConfig, synthesize_corpus
 
     cfg = SynthConfig(hours=a.hours, seed=a.seed, **({"workers": a.workers} if a.workers else {}))
     meta = synthesize_corpus(a.out, cfg)
@@ -37,7 +37,7 @@ def _oversample(rules: list[str]) -> dict[str, int]:
 
 
 def cmd_train(a) -> int:
-    from w2vc.augment import AugmentConfig
+    from w2vc.data.augment import AugmentConfig
     from w2vc.train import TrainConfig, train
 
     cfg = TrainConfig(arch=a.arch, data=a.data, out=a.out, steps=a.steps, lr=a.lr, warmup_steps=a.warmup,
@@ -66,8 +66,8 @@ def cmd_eval(a) -> int:
 
 
 def cmd_distill(a) -> int:
-    from w2vc.artifact import Artifact
     from w2vc.compress.distill import DistillConfig, distill
+    from w2vc.core.artifact import Artifact
 
     cfg = DistillConfig(student=a.student, init=a.init, data=a.data, steps=a.steps, lr=a.lr,
                         warmup_steps=a.warmup, batch_seconds=a.batch_seconds,
@@ -114,7 +114,7 @@ def cmd_pareto(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    from w2vc.eval.cost import bench_command
+    from w2vc.cli_bench import bench_command
 
     return bench_command(a)
 
@@ -169,7 +169,7 @@ def cmd_search(a) -> int:
 
 
 def cmd_pack(a) -> int:
-    from w2vc.models import pack_fp16
+    from w2vc.core.models import pack_fp16
 
     out = pack_fp16(a.src, a.out, note=a.note or "")
     size = sum(f.stat().st_size for f in out.glob("*.safetensors")) / 2**20

@@ -15,7 +15,7 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +23,14 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from w2vc.augment import AugmentConfig, augment
-from w2vc.eval.datasets import load_dataset, manifest_column, resolve_split
-from w2vc.eval.noise import NOISE_TYPES, make_noise, mix_at_snr
-from w2vc.eval.transcribe import TorchTranscriber, pad_batch
-from w2vc.eval.wer import normalize, word_error_rate
-from w2vc.models import PRESETS, load_pretrained, new_model
+from w2vc.core.artifact import Artifact, write_provenance
+from w2vc.core.config import ConfigBase
+from w2vc.core.models import PRESETS, load_pretrained, new_model
+from w2vc.core.runnable import TorchTranscriber, pad_batch
+from w2vc.core.wer import normalize, word_error_rate
+from w2vc.data.augment import AugmentConfig, augment
+from w2vc.data.datasets import load_dataset, manifest_column, resolve_split
+from w2vc.data.noise import NOISE_TYPES, make_noise, mix_at_snr
 
 
 def cpu_has_bf16() -> bool:
@@ -40,7 +42,7 @@ def cpu_has_bf16() -> bool:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConfigBase):
     """Args:
         arch: preset name (large-s, base-s, ...) or a save_pretrained directory to fine-tune.
         data: a w2vc corpus root (uses manifests/train.jsonl and dev.jsonl) or a train data path.
@@ -93,15 +95,7 @@ class TrainConfig:
             if "=" not in key or not isinstance(k, int) or k < 1:
                 raise ValueError(f"oversample wants column=value: k with an integer k >= 1, got {key!r}: {k!r}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        d = dict(d)
-        d["augment"] = AugmentConfig.from_dict(d.get("augment", {}))
-        d["betas"] = tuple(d.get("betas", (0.9, 0.98)))
-        return cls(**d)
+    WHAT = "train"
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -198,13 +192,15 @@ def _dist_info() -> tuple[int, int]:
     return (dist.get_rank() if world > 1 else 0), world
 
 
-def save_model_dir(model, processor, dst: Path, meta: dict) -> None:
+def save_model_dir(model, processor, dst: Path, step: str, params: dict, parent: str | None = None,
+                   report: dict | None = None) -> None:
     """save_pretrained into dst atomically (tmp dir + rename): a crash never leaves half a model."""
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     processor.save_pretrained(tmp)
-    (tmp / "w2vc.json").write_text(json.dumps(meta, indent=1))
+    write_provenance(tmp, step, params, Artifact.open(parent) if parent and Path(parent).is_dir() else None,
+                     report)
     if dst.exists():
         shutil.rmtree(dst)
     os.replace(tmp, dst)
@@ -363,8 +359,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
                         score = (res["dev_wer"] + res["dev_wer_10db"]) / 2
                         if score < state["best"]:
                             state["best"] = score
-                            save_model_dir(model, processor, out / "best",
-                                           {"step": step_name, "params": cfg.to_dict(), "report": row})
+                            save_model_dir(model, processor, out / "best", step_name, cfg.to_dict(),
+                                           cfg.init_from, report=row)
                         bar.write(json.dumps(row))
                         checkpoint()
                         last_ckpt = time.time()
@@ -392,5 +388,5 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
     bar.close()
     checkpoint()
     if not (out / "best").exists() and rank == 0:
-        save_model_dir(model, processor, out / "best", {"step": step_name, "params": cfg.to_dict()})
+        save_model_dir(model, processor, out / "best", step_name, cfg.to_dict(), cfg.init_from)
     return summary()

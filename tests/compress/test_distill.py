@@ -7,12 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from w2vc.artifact import Artifact
-from w2vc.augment import AugmentConfig
 from w2vc.compress.distill import DistillConfig, distill
-from w2vc.eval.datasets import load_dataset, resolve_split
-from w2vc.eval.transcribe import pad_batch
-from w2vc.models import load_pretrained
+from w2vc.core.artifact import Artifact
+from w2vc.core.models import load_pretrained
+from w2vc.core.runnable import pad_batch
+from w2vc.core.step import StepContext
+from w2vc.data.augment import AugmentConfig
+from w2vc.data.datasets import load_dataset, resolve_split
 
 NO_AUG = AugmentConfig(p_speed=0, p_bandlimit=0, p_noise=0, gain_db_range=(0.0, 0.0))
 
@@ -34,7 +35,7 @@ def test_kd_pulls_student_towards_teacher(tiny_corpus, tiny_layer_model, tiny_gr
     cfg = DistillConfig(student=str(tiny_group_model), init="checkpoint", data=str(tiny_corpus), steps=25,
                         lr=3e-3, warmup_steps=2, batch_seconds=8, eval_every=25, alpha_ctc=0.0, alpha_kd=1.0,
                         temperature=1.0, bf16=False, augment=NO_AUG)
-    out = distill(Artifact.open(tiny_layer_model), cfg, tmp_path / "d", progress=False)
+    out = distill(Artifact.open(tiny_layer_model), cfg, tmp_path / "d", StepContext(progress=False))
     after = _kl_to_teacher(out.path, tiny_layer_model, audio)
     assert after < 0.7 * before, (before, after)
     assert out.provenance["step"] == "distill" and out.provenance["report"]["steps"] == 25
@@ -45,7 +46,7 @@ def test_teacher_layer_init_with_hidden_loss(tiny_corpus, tiny_layer_model, tmp_
     cfg = DistillConfig(init="teacher_layers", teacher_layers=(1,), data=str(tiny_corpus), steps=4,
                         warmup_steps=1, batch_seconds=8, eval_every=4, alpha_hidden=1.0,
                         hidden_layer_map=((1, 2),), bf16=False, augment=NO_AUG)
-    out = distill(Artifact.open(tiny_layer_model), cfg, tmp_path / "d", progress=False)
+    out = distill(Artifact.open(tiny_layer_model), cfg, tmp_path / "d", StepContext(progress=False))
     model, _ = load_pretrained(out.path)
     teacher, _ = load_pretrained(tiny_layer_model)
     assert len(model.wav2vec2.encoder.layers) == 1 and model.config.num_hidden_layers == 1

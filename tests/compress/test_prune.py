@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from tests.conftest import save_tiny, tiny_config
-from w2vc.artifact import Artifact
-from w2vc.compress.prune import SHAPES_KEY, PruneConfig, model_shapes, prune, prune_model
-from w2vc.eval.transcribe import load_transcriber
-from w2vc.models import load_pretrained
+from w2vc.compress.prune import PruneConfig, prune, prune_model
+from w2vc.core.artifact import Artifact
+from w2vc.core.load import load as load_transcriber
+from w2vc.core.models import load_pretrained
+from w2vc.core.shapes import SHAPES_KEY, model_shapes
 
 SHAPE = dict(num_attention_heads=4, num_hidden_layers=4)
 

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from tests.conftest import save_tiny
-from w2vc.artifact import Artifact, dir_hash
 from w2vc.compress.export import ExportConfig, compare_outputs, export_onnx
 from w2vc.compress.quantize import METHODS, QuantizeConfig, matches, module_path, quantize
-from w2vc.eval.datasets import load_dataset, resolve_split
-from w2vc.eval.transcribe import TorchTranscriber, load_transcriber
+from w2vc.core.artifact import Artifact, dir_hash
+from w2vc.core.load import load as load_transcriber
+from w2vc.core.runnable import TorchTranscriber
+from w2vc.data.datasets import load_dataset, resolve_split
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_config_round_trip_and_presets():
 def test_config_validation(kw, msg):
     with pytest.raises(ValueError, match=msg):
         QuantizeConfig(**kw)
-    with pytest.raises(ValueError, match="unknown QuantizeConfig"):
+    with pytest.raises(ValueError, match="unknown quantize option.*keepfp32"):
         QuantizeConfig.from_dict({"method": "bf16", "keepfp32": []})
 
 
@@ -187,7 +188,7 @@ def test_wrong_input_format_and_typos(mid, results, tmp_path):
     src, onx, _ = mid
     with pytest.raises(ValueError, match="run export first"):
         quantize(src, QuantizeConfig.ort_dynamic_int8(), tmp_path / "a")
-    with pytest.raises(ValueError, match="is ONNX"):
+    with pytest.raises(ValueError, match="is onnx: quantize before export"):
         quantize(onx, QuantizeConfig.bf16(), tmp_path / "b")
     with pytest.raises(ValueError, match="matches no quantizable layer"):
         quantize(onx, QuantizeConfig.ort_dynamic_int8(keep_fp32=("lm_haed",)), tmp_path / "c")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from w2vc.augment import AugmentConfig, augment
-from w2vc.eval.datasets import load_dataset, resolve_split
-from w2vc.models import load_pretrained
+from w2vc.core.models import load_pretrained
+from w2vc.data.augment import AugmentConfig, augment
+from w2vc.data.datasets import load_dataset, resolve_split
 from w2vc.train import TrainConfig, epoch_batches, epoch_items, lr_at, train
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -21,7 +21,7 @@ def _tiny_init(seed=0):
     from transformers import Wav2Vec2ForCTC
 
     from tests.conftest import tiny_config
-    from w2vc.models import make_processor
+    from w2vc.core.models import make_processor
 
     def init():
         torch.manual_seed(seed)

@@ -11,16 +11,10 @@ from transformers import Wav2Vec2ForCTC
 
 from tests.conftest import tiny_config
 from w2vc.cli import main
-from w2vc.eval.cost import (
-    CostConfig,
-    CostResult,
-    cost_table,
-    export_model_onnx,
-    measure_cost,
-    measure_cost_isolated,
-    state_dict_mb,
-)
-from w2vc.models import make_processor
+from w2vc.core.models import make_processor
+from w2vc.eval.cost import CostConfig, CostResult, cost_table, measure_cost, measure_cost_isolated
+from w2vc.eval.memory import state_dict_mb
+from w2vc.eval.onnx_export import export_model_onnx
 
 FAST = dict(warmup=1, repeats=3, min_repeats=1, threads=1)
 
@@ -184,7 +178,7 @@ def test_table_has_one_row_per_model(tiny_layer_model):
 
 def test_fp16_packed_dir_runs_and_costs_as_fp32(tiny_layer_model, tmp_path):
     """Committed models are stored fp16 to stay small in git; a CPU runs them (and eval scores them) in fp32."""
-    from w2vc.models import pack_fp16
+    from w2vc.core.models import pack_fp16
 
     packed = pack_fp16(tiny_layer_model, tmp_path / "packed")
     fp32 = measure_cost(tiny_layer_model, seconds=(1,), **FAST)

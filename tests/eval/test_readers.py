@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from w2vc.cli import main
-from w2vc.eval.datasets import DatasetError, load_dataset
+from w2vc.data.datasets import DatasetError, load_dataset
 from w2vc.eval.evaluate import find_eval_sets
 
 

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import soundfile as sf
 
-from w2vc.eval.noise import speech_power
-from w2vc.eval.synth import FESTIVAL_VOICES, FLITE_VOICES, SynthConfig, build_speakers, synthesize_corpus
+from w2vc.data.noise import speech_power
+from w2vc.data.synth import FESTIVAL_VOICES, FLITE_VOICES, SynthConfig, build_speakers, synthesize_corpus
 
 
 def _digest(root):

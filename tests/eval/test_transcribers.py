@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from w2vc.artifact import copy_processor_files
-from w2vc.eval.datasets import load_dataset
+from w2vc.core.artifact import copy_processor_files
+from w2vc.core.load import load as load_transcriber
+from w2vc.core.models import load_pretrained
+from w2vc.core.runnable import TorchTranscriber, pad_batch
+from w2vc.data.datasets import load_dataset
 from w2vc.eval.evaluate import evaluate_model
-from w2vc.eval.transcribe import TorchTranscriber, load_transcriber, pad_batch
-from w2vc.models import load_pretrained
 
 
 @pytest.fixture(scope="module")

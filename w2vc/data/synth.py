@@ -26,9 +26,9 @@ import soundfile as sf
 import soxr
 from tqdm import tqdm
 
-from w2vc.eval.audio import SAMPLE_RATE, write_flac
-from w2vc.eval.grammar import sample_sentence
-from w2vc.eval.noise import NOISE_TYPES, make_noise, mix_at_snr
+from w2vc.data.audio import SAMPLE_RATE, write_flac
+from w2vc.data.grammar import sample_sentence
+from w2vc.data.noise import NOISE_TYPES, make_noise, mix_at_snr
 
 CORPUS_VERSION = 2  # 2: ked is trained too (at its train warps), dev has all three Festival voices
 ESPEAK_ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",

@@ -1,4 +1,7 @@
-"""One `Transcriber` interface over PyTorch and ONNX Runtime artifacts: audio in, greedy CTC text out.
+"""Runnable models: one `Transcriber` interface over PyTorch and ONNX Runtime, audio in, greedy CTC text out.
+
+What `w2vc.core.load.load` returns for every artifact kind; export's parity check, eval and the cost
+measurements all run models through it.
 
 Batching rule: layer-norm feature encoders (Large style) get padded batches with an attention mask;
 group-norm encoders (Base style) normalise over time inside the first conv, so zero padding would change
@@ -8,7 +11,6 @@ their output — they are run one utterance at a time, which keeps batched == un
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -103,24 +105,30 @@ class TorchTranscriber(Transcriber):
         return m._get_feat_extract_output_lengths(torch.from_numpy(mask.sum(-1))).tolist()
 
 
-def load_transcriber(path: str | Path, threads: int | None = None, **kw) -> Transcriber:
-    """Any artifact directory (PyTorch or ONNX) or hub id → a Transcriber.
+def conv_output_lengths(lengths: np.ndarray, kernels, strides) -> np.ndarray:
+    out = np.asarray(lengths, dtype=np.int64)
+    for k, s in zip(kernels, strides):
+        out = (out - k) // s + 1
+    return out
 
-    `threads` sets ORT's intra-op threads for ONNX; for PyTorch it sets torch's (process-wide) thread count.
-    """
-    p = Path(path)
-    if p.is_dir() and any(p.glob("*.onnx")):
-        from w2vc.eval.onnx_runtime import OnnxTranscriber  # optional runtime, imported on demand
 
-        return OnnxTranscriber.from_dir(p, threads=threads, **kw)
-    from w2vc.models import load_pretrained
+class OnnxTranscriber(Transcriber):
+    """An ONNX Runtime session of an optimum/ORT model directory (see `w2vc.core.load.onnx_session`)."""
 
-    if threads:
-        torch.set_num_threads(threads)
+    runtime = "onnx"
 
-    model, processor = load_pretrained(path)
-    if p.is_dir() and (p / "w2vc_runtime.json").exists():  # torch quantize methods: bf16 / dynamic int8 / int4
-        from w2vc.compress.quantize import apply_runtime
+    def __init__(self, session, processor, config: dict):
+        names = {i.name for i in session.get_inputs()}
+        super().__init__(processor, "attention_mask" in names and config.get("feat_extract_norm") == "layer")
+        self.session = session
+        self.has_mask_input = "attention_mask" in names
+        self.config = config
 
-        model = apply_runtime(model, p)
-    return TorchTranscriber(model, processor, **kw)
+    def logits(self, values, mask):
+        feeds = {"input_values": values}
+        if self.has_mask_input:
+            feeds["attention_mask"] = mask if mask is not None else np.ones_like(values, dtype=np.int64)
+        return self.session.run(["logits"], feeds)[0]
+
+    def frame_lengths(self, mask):
+        return conv_output_lengths(mask.sum(-1), self.config["conv_kernel"], self.config["conv_stride"]).tolist()

@@ -110,7 +110,7 @@ def load_pretrained(name_or_path: str | os.PathLike, **kw) -> tuple[Wav2Vec2ForC
                                 f"{', '.join(PRESETS)})")
     cfg_file = Path(src) / "config.json"
     if cfg_file.is_file() and "w2vc_pruned_shapes" in json.loads(cfg_file.read_text()):
-        from w2vc.compress.prune import load_pruned  # pruned shapes live with the prune step
+        from w2vc.core.shapes import load_pruned
 
         model = load_pruned(src, **kw)
     else:
@@ -120,21 +120,25 @@ def load_pretrained(name_or_path: str | os.PathLike, **kw) -> tuple[Wav2Vec2ForC
 
 
 def pack_fp16(src: str | os.PathLike, dst: str | os.PathLike, note: str = "") -> Path:
-    """A trained model as fp16 safetensors + processor (what the repository commits; loads as fp32 by default)."""
+    """A trained model as fp16 safetensors + processor (what the repository commits; loads as fp32 by default).
+
+    Provenance: step `pack` with the trained directory as parent; the trainer's record (its exact config,
+    hence its command) is kept whole under `source_provenance`."""
     import shutil
 
     import torch
 
+    from w2vc.core.artifact import Artifact, write_provenance
+
+    parent = Artifact.open(src)
     model, processor = load_pretrained(src)
     out = Path(dst)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.to(torch.float16).save_pretrained(tmp, safe_serialization=True)
     processor.save_pretrained(tmp)
-    prov = Path(src) / "w2vc.json"
-    meta = json.loads(prov.read_text()) if prov.exists() else {}
-    meta.update({"packed_from": str(src), "dtype": "float16", "note": note})
-    (tmp / "w2vc.json").write_text(json.dumps(meta, indent=1, default=str))
+    write_provenance(tmp, "pack", {"dtype": "float16", "note": note}, parent,
+                     source_provenance=parent.provenance)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

@@ -8,17 +8,18 @@ Generator seeded by (seed, epoch, utterance index): exact resume and identical r
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import soxr
 
-from w2vc.eval.audio import SAMPLE_RATE
-from w2vc.eval.noise import NOISE_TYPES, make_noise, mix_at_snr
+from w2vc.core.config import ConfigBase
+from w2vc.data.audio import SAMPLE_RATE
+from w2vc.data.noise import NOISE_TYPES, make_noise, mix_at_snr
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(ConfigBase):
     """Args:
         p_speed: probability of speed perturbation by resampling (shifts pitch and formants too).
         speed_range: factor range, 0.9..1.1 as in Kaldi-style 3-way perturbation but continuous.
@@ -34,12 +35,7 @@ class AugmentConfig:
     snr_db_range: tuple[float, float] = (0.0, 30.0)
     gain_db_range: tuple[float, float] = (-12.0, 6.0)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AugmentConfig:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    WHAT = "augment"
 
 
 def bandlimit(x: np.ndarray, low_hz: float, high_hz: float) -> np.ndarray:

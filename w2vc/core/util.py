@@ -1,19 +1,10 @@
-"""Small shared helpers (config validation, JSON output) so every module says it the same way."""
+"""Small shared helpers (JSON output, file locks) so every module says it the same way."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import fields
 from pathlib import Path
-
-
-def reject_unknown(cls, d: dict, what: str) -> None:
-    """One-line error naming unknown config keys and the known ones (typos in YAML fail loudly)."""
-    known = [f.name for f in fields(cls)]
-    bad = sorted(set(d) - set(known))
-    if bad:
-        raise ValueError(f"unknown {what} option(s) {', '.join(bad)}; known: {', '.join(known)}")
 
 
 def write_json(path: str | None, obj) -> None:

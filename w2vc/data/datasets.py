@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from w2vc.eval.audio import AudioError, load_audio
+from w2vc.data.audio import AudioError, load_audio
 
 log = logging.getLogger(__name__)
 AUDIO_EXTS = {".flac", ".wav", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"}
@@ -157,3 +157,16 @@ def load_dataset(path: str | Path, limit: int | None = None, name: str | None = 
     if not ds.ids:
         raise DatasetError(f"no usable utterances in {path} ({len(ds.skipped)} skipped)")
     return ds
+
+
+def load_audio_set(data: str | os.PathLike | None, split: str, count: int) -> list[np.ndarray]:
+    """The first `count` utterances of a corpus split, a manifest or a dataset directory (16 kHz mono)."""
+    if not data or count == 0:
+        return []
+    p = Path(data)
+    return load_dataset(p if p.is_file() else resolve_split(p, split), limit=count).audio
+
+
+def random_audio(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [(0.1 * rng.standard_normal(int(rng.integers(16000, 48000)))).astype(np.float32) for _ in range(n)]

@@ -1,7 +1,7 @@
 """Deterministic noise (white, pink, babble) and mixing at a target SNR.
 
 Used twice: to build the fixed noisy test copies (eval) and, with fresh draws, for on-the-fly training
-augmentation (w2vc.augment). Both take an explicit numpy Generator so results depend only on the seed.
+augmentation (w2vc.data.augment). Both take an explicit numpy Generator so results depend only on the seed.
 """
 
 from __future__ import annotations

@@ -1,0 +1,75 @@
+"""The one loader: any artifact (PyTorch, PyTorch + runtime transform, ONNX), directory or hub id → a
+runnable model, pruned shapes and runtime transforms applied. Steps, eval and cost all load through here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from w2vc.core.artifact import Artifact, Kind, kind_of, onnx_file, read_runtime
+from w2vc.core.runnable import OnnxTranscriber, TorchTranscriber, Transcriber
+from w2vc.core.runtime import apply_runtime
+
+Source = Artifact | str | os.PathLike
+
+
+def _path_kind(source: Source) -> tuple[str, Kind, dict]:
+    if isinstance(source, Artifact):
+        return str(source.path), source.kind, source.runtime
+    p = Path(source)
+    if p.exists():
+        return str(p), kind_of(p), read_runtime(p) if p.is_dir() else {}
+    return str(source), Kind.TORCH, {}  # a hub id
+
+
+def load_torch(source: Source, dtype=None):
+    """(model, processor) in eval mode, as the artifact runs: a torch+runtime artifact gets its transform
+    (bf16, dynamic int8, fake-quant int4). `dtype` loads a plain float model in that dtype instead of fp32
+    (refused for integer transforms: they define their own compute)."""
+    from w2vc.core.models import load_pretrained
+
+    path, kind, runtime = _path_kind(source)
+    if kind is Kind.ONNX:
+        raise ValueError(f"{path} is an ONNX artifact; it runs with ONNX Runtime (w2vc.core.load.load)")
+    transform = runtime.get("transform")
+    if dtype is not None and transform in ("torch_dynamic_int8", "fake_quant"):
+        raise ValueError(f"{path} is {transform} ({kind.value}); a dtype only applies to float models")
+    model, processor = load_pretrained(path, **({"dtype": dtype} if dtype is not None else {}))
+    if transform and not (dtype is not None and transform == "bf16"):
+        model = apply_runtime(model, runtime, f"{path}/w2vc_runtime.json")
+    return model.eval(), processor
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = None, file_name: str | None = None):
+    """An ONNX Runtime CPU session with all graph optimizations (as every measurement here runs it)."""
+    import onnxruntime as ort
+
+    f = Path(path) / file_name if file_name else onnx_file(path)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"])
+
+
+def load(source: Source, threads: int | None = None, **kw) -> Transcriber:
+    """A runnable model of any kind. `threads` sets ORT's intra-op threads for ONNX, torch's process-wide
+    count for PyTorch. Keywords: `file_name` (ONNX: which graph), `autocast_bf16` (PyTorch)."""
+    path, kind, _ = _path_kind(source)
+    if kind is Kind.ONNX:
+        from transformers import Wav2Vec2Processor
+
+        p = Path(path)
+        d = p.parent if p.is_file() else p
+        session = onnx_session(d, threads, kw.get("file_name") or (p.name if p.is_file() else None))
+        config = json.loads((d / "config.json").read_text())
+        return OnnxTranscriber(session, Wav2Vec2Processor.from_pretrained(str(d)), config)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    model, processor = load_torch(source)
+    return TorchTranscriber(model, processor, autocast_bf16=kw.get("autocast_bf16", False))

@@ -31,8 +31,11 @@ from torch.nn.utils import parametrize
 from w2vc.core.artifact import Artifact, Kind, copy_processor_files, finalize
 from w2vc.core.config import ConfigBase
 from w2vc.core.load import load_torch
+from w2vc.core.runnable import normalize_audio
 from w2vc.core.shapes import model_shapes, n_params, record_shapes
 from w2vc.core.step import StepContext, register
+from w2vc.core.wer import normalize
+from w2vc.data.datasets import load_dataset, resolve_split
 
 PARTS = ("heads", "ffn", "cnn")
 IMPORTANCES = ("magnitude", "taylor")
@@ -180,9 +183,6 @@ class Calibration:
 
 
 def load_calibration(processor, cfg: PruneConfig) -> Calibration:
-    from w2vc.core.wer import normalize
-    from w2vc.data.datasets import load_dataset, resolve_split
-
     path = resolve_split(cfg.data, cfg.split)
     ds = load_dataset(path, limit=cfg.calib_utterances, name="calibration")
     items = [(a, processor.tokenizer(normalize(t)).input_ids) for a, t in zip(ds.audio, ds.texts)]
@@ -192,8 +192,6 @@ def load_calibration(processor, cfg: PruneConfig) -> Calibration:
 def _ctc_losses(model, calib: Calibration):
     """One utterance at a time: exact for group-norm encoders (zero padding would change them), eval mode so
     dropout and SpecAugment masking stay off."""
-    from w2vc.core.runnable import normalize_audio
-
     model.eval()
     for audio, labels in calib.items:
         x = torch.from_numpy(normalize_audio(audio))[None]

@@ -12,17 +12,12 @@ onnx_export.py.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 
-from w2vc.core.artifact import Kind, kind_of
-from w2vc.eval.latency import LengthCost, default_threads, is_contended
-from w2vc.eval.memory import measure_cost_isolated
+from w2vc.eval.latency import LengthCost, is_contended
 
-__all__ = ["CostConfig", "CostResult", "LengthCost", "cost_table", "measure_cost", "measure_cost_isolated",
-           "parse_seconds", "ratio_line", "ratios"]
+__all__ = ["CostConfig", "CostResult", "LengthCost", "cost_table", "parse_seconds", "ratio_line", "ratios"]
 
 HEADLINE_SECONDS = 3.0
 RUNTIMES = ("torch", "onnx")
@@ -179,39 +174,6 @@ class CostConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def measure_cost(model=None, *, arch: str | None = None, cfg: CostConfig | None = None, name: str | None = None,
-                 cost_only: bool | None = None, **overrides) -> CostResult:
-    """Cost of one model in this process. `model`: an artifact directory (PyTorch or ONNX), an .onnx file,
-    or an in-memory torch module; or `arch`: a preset shape with random weights (cost-only).
-    Config fields may be given as keywords (`seconds=(1, 3), threads=2, ...`) instead of `cfg`.
-    Peak RSS here is this process's high-water mark; use `measure_cost_isolated` for the model's own."""
-    cfg = cfg or CostConfig()
-    if overrides:
-        cfg = CostConfig(**{**cfg.to_dict(), **overrides})
-    if (model is None) == (arch is None):
-        raise ValueError("give exactly one of model (directory, .onnx file or torch module) and arch (preset)")
-    threads = cfg.threads or default_threads()
-    notes: list[str] = []
-    path = Path(model) if isinstance(model, str | os.PathLike) else None
-    if path is not None and not path.exists():
-        raise FileNotFoundError(f"model not found: {path} (give an artifact directory, an .onnx file, or use arch)")
-    is_onnx = path is not None and kind_of(path) is Kind.ONNX
-    runtime = cfg.runtime or ("onnx" if is_onnx else "torch")
-    if runtime == "onnx" and not is_onnx:
-        raise ValueError(f"{name or path or arch or 'this model'} is not an ONNX artifact: export it first "
-                         "(compress.export), or use `w2vc bench --arch ... --runtime onnx` for presets")
-    if runtime == "torch" and is_onnx:
-        raise ValueError(f"{path} is an ONNX artifact; measure it with runtime onnx")
-    label = name or (arch if arch else str(path) if path else type(model).__name__)
-    common = dict(name=label, arch=arch, threads=threads, notes=notes,
-                  cost_only=bool(arch) if cost_only is None else cost_only)
-    from w2vc.eval.measure import measure_onnx, measure_torch  # not at the top: measure imports this module
-
-    if runtime == "onnx":
-        return measure_onnx(path, cfg, **common)
-    return measure_torch(model, path, cfg, **common)
 
 
 # --- report --------------------------------------------------------------------------------------------

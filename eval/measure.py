@@ -9,11 +9,14 @@ from __future__ import annotations
 import gc
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from w2vc.core.artifact import Artifact, Kind, kind_of, onnx_file
+from w2vc.core.ort import onnx_session
 from w2vc.eval.cost import CostConfig, CostResult, headline_of
 from w2vc.eval.flops import (
     count_onnx_flops,
@@ -23,10 +26,40 @@ from w2vc.eval.flops import (
     onnx_precision,
     onnx_size_mb,
 )
-from w2vc.eval.latency import SAMPLE_RATE, length_cost, load_avg, noise_audio, time_calls
+from w2vc.eval.latency import SAMPLE_RATE, default_threads, length_cost, load_avg, noise_audio, time_calls
 from w2vc.eval.memory import peak_rss_mb, rss_mb, state_dict_mb
 
-# --- torch model loading -------------------------------------------------------------------------------
+
+def measure_cost(model=None, *, arch: str | None = None, cfg: CostConfig | None = None, name: str | None = None,
+                 cost_only: bool | None = None, **overrides) -> CostResult:
+    """Cost of one model in this process. `model`: an artifact directory (PyTorch or ONNX), an .onnx file,
+    or an in-memory torch module; or `arch`: a preset shape with random weights (cost-only).
+    Config fields may be given as keywords (`seconds=(1, 3), threads=2, ...`) instead of `cfg`.
+    Peak RSS here is this process's high-water mark; use `measure_cost_isolated` for the model's own."""
+    cfg = cfg or CostConfig()
+    if overrides:
+        cfg = CostConfig(**{**cfg.to_dict(), **overrides})
+    if (model is None) == (arch is None):
+        raise ValueError("give exactly one of model (directory, .onnx file or torch module) and arch (preset)")
+    threads = cfg.threads or default_threads()
+    notes: list[str] = []
+    path = Path(model) if isinstance(model, str | os.PathLike) else None
+    if path is not None and not path.exists():
+        raise FileNotFoundError(f"model not found: {path} (give an artifact directory, an .onnx file, or use arch)")
+    is_onnx = path is not None and kind_of(path) is Kind.ONNX
+    runtime = cfg.runtime or ("onnx" if is_onnx else "torch")
+    if runtime == "onnx" and not is_onnx:
+        raise ValueError(f"{name or path or arch or 'this model'} is not an ONNX artifact: export it first "
+                         "(compress.export), or use `w2vc bench --arch ... --runtime onnx` for presets")
+    if runtime == "torch" and is_onnx:
+        raise ValueError(f"{path} is an ONNX artifact; measure it with runtime onnx")
+    label = name or (arch if arch else str(path) if path else type(model).__name__)
+    common = dict(name=label, arch=arch, threads=threads, notes=notes,
+                  cost_only=bool(arch) if cost_only is None else cost_only)
+    if runtime == "onnx":
+        return measure_onnx(path, cfg, **common)
+    return measure_torch(model, path, cfg, **common)
+
 
 def safetensors_dtype(path: Path) -> str | None:
     """Most common floating dtype in a directory's safetensors headers (read without loading weights)."""
@@ -52,7 +85,7 @@ def _build_preset(arch: str, precision: str, seed: int):
     """Random weights of a preset shape, built directly in the target dtype (no fp32 transient in peak RSS)."""
     import torch
 
-    from w2vc.core.models import new_model
+    from w2vc.core.models import new_model  # transformers: only when a PyTorch model runs
 
     old = torch.get_default_dtype()
     torch.set_default_dtype(_torch_dtype(precision))
@@ -65,8 +98,7 @@ def _build_preset(arch: str, precision: str, seed: int):
 
 def _load_torch_dir(path: Path, precision: str | None, notes: list[str]):
     """(model, precision label, size_mb, size_source) of a save_pretrained directory, as eval would run it."""
-    from w2vc.core.artifact import Artifact
-    from w2vc.core.load import load_torch
+    from w2vc.core.load import load_torch  # torch + transformers: imported only when a PyTorch model runs
     from w2vc.core.runtime import PRECISION_LABEL
 
     art = Artifact.open(path)
@@ -163,10 +195,6 @@ def measure_torch(model, path: Path | None, cfg: CostConfig, *, name, arch, thre
 
 
 def measure_onnx(path: Path, cfg: CostConfig, *, name, arch, threads, notes, cost_only):
-    import onnxruntime as ort
-
-    from w2vc.core.artifact import onnx_file
-
     graph_file = onnx_file(path)
     graph = load_graph(graph_file)
     precision = onnx_precision(graph)
@@ -183,13 +211,7 @@ def measure_onnx(path: Path, cfg: CostConfig, *, name, arch, threads, notes, cos
 
     rss0 = rss_mb()
     t0 = time.perf_counter()
-    # w2vc.core.load.onnx_session's options, built here: importing core.load imports torch (~180 MB), which
-    # would sit in this torch-free process's peak RSS and is no part of an ONNX model's cost on a device
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(graph_file), so, providers=["CPUExecutionProvider"])
+    session = onnx_session(graph_file, threads)  # core.ort imports no torch: the peak stays the graph's own
     load_s = time.perf_counter() - t0
     out_name = session.get_outputs()[0].name
 

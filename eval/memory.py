@@ -1,22 +1,9 @@
-"""Memory of a measurement: resident set (now and peak), would-be size of in-memory weights, and the child
-process that makes the peak the model's own.
-
-Why a child process (`measure_cost_isolated`): peak RSS is a per-process high-water mark, so only a fresh
-process shows the model's own (runtime libraries included, as on a device), and one measurement cannot warm
-or fragment the next one's allocator. `measure_cost` itself runs in the calling process.
-"""
+"""Memory of a measurement: resident set (now and peak) and the would-be size of in-memory weights.
+`w2vc.eval.isolation` runs a measurement in a fresh process so the peak is the model's own."""
 
 from __future__ import annotations
 
-import os
 import resource
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from w2vc.eval.cost import CostConfig, CostResult
 
 
 def peak_rss_mb() -> float:
@@ -47,65 +34,3 @@ def state_dict_mb(model) -> float:
             seen.add(t.data_ptr())
             total += t.numel() * t.element_size()
     return total / 2**20
-
-
-# --- isolation -----------------------------------------------------------------------------------------
-
-def run_isolated(fn: Callable, *args):
-    """Call a module-level function in a fresh Python process and return its result (errors re-raised).
-
-    A plain subprocess, not multiprocessing: it never re-imports the caller's __main__, so scripts need no
-    `if __name__ == "__main__"` guard. Arguments and result travel as pickles in a temp directory."""
-    import pickle
-    import subprocess
-    import sys
-
-    with tempfile.TemporaryDirectory(prefix="w2vc-cost-") as td:
-        job, out = Path(td) / "job.pkl", Path(td) / "out.pkl"
-        job.write_bytes(pickle.dumps((fn, args)))
-        code = f"from w2vc.eval.memory import _child_main; _child_main({td!r})"
-        proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
-        if not out.exists():
-            tail = "\n".join(proc.stdout.strip().splitlines()[-5:])
-            raise RuntimeError(f"the measuring process died (exit {proc.returncode}; out of memory?): {tail}")
-        ok, value = pickle.loads(out.read_bytes())
-    if not ok:
-        raise value
-    return value
-
-
-def _child_main(td: str) -> None:
-    import pickle
-
-    fn, args = pickle.loads((Path(td) / "job.pkl").read_bytes())
-    try:
-        res = (True, fn(*args))
-    except Exception as e:  # sent back and re-raised in the parent
-        res = (False, e)
-    (Path(td) / "out.pkl").write_bytes(pickle.dumps(res))
-
-
-def _child_measure(model, arch, cfg_dict, name, cost_only) -> CostResult:
-    from w2vc.eval.cost import CostConfig, measure_cost  # cost.py re-exports this module's entry point
-
-    res = measure_cost(model, arch=arch, cfg=CostConfig(**cfg_dict), name=name, cost_only=cost_only)
-    res.rss_isolated = True
-    return res
-
-
-def measure_cost_isolated(model: str | os.PathLike | None = None, *, arch: str | None = None,
-                          cfg: CostConfig | None = None, name: str | None = None, cost_only: bool | None = None,
-                          **overrides) -> CostResult:
-    """`measure_cost` in a fresh spawned process: peak RSS is the model's own (runtime included) and one
-    measurement cannot disturb the next. `model` must be a path here (or use `arch`)."""
-    from w2vc.eval.cost import CostConfig
-
-    if model is not None and not isinstance(model, str | os.PathLike):
-        raise TypeError("measure_cost_isolated takes a path or an arch; save in-memory models first "
-                        "(or call measure_cost in this process)")
-    cfg = cfg or CostConfig()
-    if overrides:
-        cfg = CostConfig(**{**cfg.to_dict(), **overrides})
-    return run_isolated(_child_measure, str(model) if model is not None else None, arch, cfg.to_dict(), name,
-                        cost_only)

@@ -49,7 +49,8 @@ def expand_recipe(text: str, data: str | None = None) -> tuple[list[dict], list[
 def whatif(arch: str, recipe: str, seconds=(3.0,), threads: int | None = None, repeats: int = 10,
            data: str | None = None, work_dir: str | None = None, progress: bool = True) -> dict:
     from w2vc.core.models import get_preset, new_model
-    from w2vc.eval.cost import cost_table, measure_cost_isolated, ratios
+    from w2vc.eval.cost import cost_table, ratios
+    from w2vc.eval.isolation import measure_cost_isolated
 
     get_preset(arch)
     steps, notes = expand_recipe(recipe, data)

@@ -14,13 +14,23 @@ from w2vc.core.util import write_json as _write_json
 def cmd_data_synth(a) -> int:
     from w2vc.data.synth import SynthConfig, synthesize_corpus
 
-    cfg = SynthConfig(hours=a.hours, seed=a.seed, **({"workers": a.workers} if a.workers else {}))
+    extra = {k: v for k, v in (("workers", a.workers), ("piper_share", a.piper_share), ("long_min_s", a.long_min_s))
+             if v is not None}
+    cfg = SynthConfig(hours=a.hours, seed=a.seed, **extra)
     meta = synthesize_corpus(a.out, cfg)
     print(f"corpus {a.out} ({'cached' if meta['cached'] else 'built'}, seed {a.seed})")
     print(f"{'split':<18}{'hours':>8}{'utts':>7}{'speakers':>10}{'voices':>8}  synthesizers")
     for split, s in meta["splits"].items():
         print(f"{split:<18}{s['hours']:>8.3f}{s['utterances']:>7}{s['speakers']:>10}{s['voices']:>8}  "
-              f"{','.join(s['synths'])}")
+              f"{','.join(s['synths'])}" + (f"  ({s['seconds'][0]:g}-{s['seconds'][1]:g} s each)" if "seconds" in s else ""))
+    lf = meta.get("long_form", {})
+    kinds = meta["splits"]["train"].get("kinds", {})
+    if kinds:
+        print(f"train long-form: streams {kinds.get('stream', 0):.3f} h, crops {kinds.get('crop', 0):.3f} h "
+              f"({100 * lf.get('train_share', 0):.0f} % of train, made from its utterances)")
+    for split in ("dev_long", "test_long"):
+        if split in lf:
+            print(f"{split}: {lf[split]}")
     _write_json(a.json, meta)
     return 0
 
@@ -45,6 +55,7 @@ def cmd_train(a) -> int:
                       init_from=a.init_from, bf16={"auto": None, "on": True, "off": False}[a.bf16],
                       dev_limit=a.dev_limit, threads=a.threads, dropout=a.dropout,
                       freeze_feature_encoder=a.freeze_feature_encoder, oversample=_oversample(a.oversample),
+                      device=a.device, num_workers=a.num_workers, lengths=a.lengths,
                       augment=AugmentConfig() if not a.no_augment else
                       AugmentConfig(p_speed=0, p_bandlimit=0, p_noise=0, gain_db_range=(0.0, 0.0)))
     res = train(cfg, resume=a.resume, stop_at_step=a.stop_at_step)
@@ -73,7 +84,8 @@ def cmd_distill(a) -> int:
                         warmup_steps=a.warmup, batch_seconds=a.batch_seconds,
                         teacher_layers=tuple(a.teacher_layers or ()),
                         alpha_ctc=a.alpha_ctc, alpha_kd=a.alpha_kd, alpha_hidden=a.alpha_hidden,
-                        temperature=a.temperature, eval_every=a.eval_every, seed=a.seed,
+                        temperature=a.temperature, eval_every=a.eval_every, seed=a.seed, device=a.device,
+                        bf16={"auto": None, "on": True, "off": False}[a.bf16],
                         hidden_layer_map=tuple(tuple(int(x) for x in p.split(":")) for p in (a.hidden_map or [])))
     art = distill(Artifact.open(a.teacher), cfg, a.out)
     if art is None:  # a non-zero rank of a data-parallel run
@@ -183,11 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     data = sub.add_parser("data", help="offline corpus").add_subparsers(dest="data_cmd", required=True)
-    s = data.add_parser("synth", help="synthesize the offline speech corpus (espeak-ng + Festival + Flite)")
+    s = data.add_parser("synth", help="synthesize the offline speech corpus (espeak-ng, Festival, Piper; Flite "
+                        "for the unseen-synthesizer test) with long-form train/dev/test material")
     s.add_argument("--out", default="data/corpus", help="corpus directory (default: data/corpus)")
     s.add_argument("--hours", type=float, default=8.0, help="clean hours over train/dev/test (default 8)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--workers", type=int, default=None)
+    s.add_argument("--piper-share", type=float, default=None,
+                   help="fraction of utterances by Piper speakers (default 0.2; 0 = no Piper needed)")
+    s.add_argument("--long-min-s", type=float, default=None,
+                   help="shortest dev_long/test_long recording in seconds (default 60)")
     s.add_argument("--json", help="write the summary as JSON")
     s.set_defaults(fn=cmd_data_synth)
 
@@ -203,7 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dev-limit", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--init-from", help="initialise weights from this model directory (new schedule)")
-    t.add_argument("--bf16", choices=["auto", "on", "off"], default="auto")
+    t.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                   help="mixed precision: auto = bf16 where the CPU/GPU has it (fp16 + loss scaling on older "
+                   "GPUs, fp32 on CPUs without bf16); on = bf16; off = fp32")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto: CUDA when a GPU is visible (under torchrun: GPU LOCAL_RANK)")
+    t.add_argument("--num-workers", type=int, default=2, help="DataLoader processes decoding/augmenting ahead")
+    t.add_argument("--lengths", choices=["header", "manifest"], default="header",
+                   help="batch-plan lengths from file headers (exact) or the manifest's duration column")
     t.add_argument("--threads", type=int)
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--dropout", type=float, help="one rate for every dropout (default: the preset's)")
@@ -234,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--hidden-map", nargs="*", help="student:teacher hidden_states pairs, e.g. 2:4 4:8")
     d.add_argument("--temperature", type=float, default=2.0)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--bf16", choices=["auto", "on", "off"], default="auto", help="as for train")
+    d.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="teacher and student")
     d.set_defaults(fn=cmd_distill)
 
     w = sub.add_parser("wer", help="WER/CER of two Kaldi-style text files (utt-id words...)")
@@ -256,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="write the figures as JSON")
     e.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")
     e.add_argument("--experiment", default="w2vc", help="MLflow experiment (default: w2vc)")
+    e.add_argument("--long", action="store_true", help="also score the long recordings <split>_long in "
+                   "overlapping windows (HF pipeline chunking): WER, RTF, per-window latency vs per-utterance WER")
+    e.add_argument("--chunk-seconds", default="5,10,20", help="--long: window lengths, comma-separated (default 5,10,20)")
+    e.add_argument("--stride-seconds", type=float, help="--long: overlap dropped on each side (default chunk/6)")
+    e.add_argument("--long-unchunked", action="store_true", help="--long: also each recording in one pass "
+                   "(memory grows with length squared)")
     e.set_defaults(fn=cmd_eval)
     pk = sub.add_parser("pack", help="store a trained model as fp16 safetensors + processor (for committing)")
     pk.add_argument("src")

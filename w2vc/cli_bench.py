@@ -10,17 +10,9 @@ import tempfile
 from pathlib import Path
 
 from w2vc.core.util import write_json
-from w2vc.eval.cost import (
-    CostConfig,
-    CostResult,
-    cost_table,
-    measure_cost,
-    measure_cost_isolated,
-    parse_seconds,
-    ratio_line,
-    ratios,
-)
-from w2vc.eval.memory import run_isolated
+from w2vc.eval.cost import CostConfig, CostResult, cost_table, parse_seconds, ratio_line, ratios
+from w2vc.eval.isolation import measure_cost_isolated, run_isolated
+from w2vc.eval.measure import measure_cost
 from w2vc.eval.onnx_export import export_preset_onnx
 
 

@@ -12,7 +12,9 @@ from transformers import Wav2Vec2ForCTC
 from tests.conftest import tiny_config
 from w2vc.cli import main
 from w2vc.core.models import make_processor
-from w2vc.eval.cost import CostConfig, CostResult, cost_table, measure_cost, measure_cost_isolated
+from w2vc.eval.cost import CostConfig, CostResult, cost_table
+from w2vc.eval.isolation import measure_cost_isolated
+from w2vc.eval.measure import measure_cost
 from w2vc.eval.memory import state_dict_mb
 from w2vc.eval.onnx_export import export_model_onnx
 

@@ -8,7 +8,9 @@ import json
 import os
 from pathlib import Path
 
-from w2vc.core.artifact import Artifact, Kind, kind_of, onnx_file, read_runtime
+from w2vc.core.artifact import Artifact, Kind, kind_of, read_runtime
+from w2vc.core.models import load_pretrained
+from w2vc.core.ort import onnx_session
 from w2vc.core.runnable import OnnxTranscriber, TorchTranscriber, Transcriber
 from w2vc.core.runtime import apply_runtime
 
@@ -28,8 +30,6 @@ def load_torch(source: Source, dtype=None):
     """(model, processor) in eval mode, as the artifact runs: a torch+runtime artifact gets its transform
     (bf16, dynamic int8, fake-quant int4). `dtype` loads a plain float model in that dtype instead of fp32
     (refused for integer transforms: they define their own compute)."""
-    from w2vc.core.models import load_pretrained
-
     path, kind, runtime = _path_kind(source)
     if kind is Kind.ONNX:
         raise ValueError(f"{path} is an ONNX artifact; it runs with ONNX Runtime (w2vc.core.load.load)")
@@ -40,19 +40,6 @@ def load_torch(source: Source, dtype=None):
     if transform and not (dtype is not None and transform == "bf16"):
         model = apply_runtime(model, runtime, f"{path}/w2vc_runtime.json")
     return model.eval(), processor
-
-
-def onnx_session(path: str | os.PathLike, threads: int | None = None, file_name: str | None = None):
-    """An ONNX Runtime CPU session with all graph optimizations (as every measurement here runs it)."""
-    import onnxruntime as ort
-
-    f = Path(path) / file_name if file_name else onnx_file(path)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"])
 
 
 def load(source: Source, threads: int | None = None, **kw) -> Transcriber:

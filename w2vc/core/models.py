@@ -22,6 +22,9 @@ from transformers import (
     Wav2Vec2Processor,
 )
 
+from w2vc.core.artifact import Artifact, write_provenance
+from w2vc.core.shapes import load_pruned
+
 # blank = pad = 0, as in facebook/wav2vec2-base-960h; "|" is the word delimiter.
 VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", "'"] + [chr(c) for c in range(ord("A"), ord("Z") + 1)]
 
@@ -110,8 +113,6 @@ def load_pretrained(name_or_path: str | os.PathLike, **kw) -> tuple[Wav2Vec2ForC
                                 f"{', '.join(PRESETS)})")
     cfg_file = Path(src) / "config.json"
     if cfg_file.is_file() and "w2vc_pruned_shapes" in json.loads(cfg_file.read_text()):
-        from w2vc.core.shapes import load_pruned
-
         model = load_pruned(src, **kw)
     else:
         model = Wav2Vec2ForCTC.from_pretrained(src, trust_remote_code=False, **kw)
@@ -127,8 +128,6 @@ def pack_fp16(src: str | os.PathLike, dst: str | os.PathLike, note: str = "") ->
     import shutil
 
     import torch
-
-    from w2vc.core.artifact import Artifact, write_provenance
 
     parent = Artifact.open(src)
     model, processor = load_pretrained(src)

@@ -132,3 +132,15 @@ class OnnxTranscriber(Transcriber):
 
     def frame_lengths(self, mask):
         return conv_output_lengths(mask.sum(-1), self.config["conv_kernel"], self.config["conv_stride"]).tolist()
+
+
+def inputs_to_logits_ratio(transcriber: Transcriber) -> int:
+    """Audio samples per logit frame (product of the conv strides; 320 for wav2vec2), read from the model's
+    config so chunk and stride can be aligned to whole frames (w2vc.core.chunking)."""
+    if hasattr(transcriber, "model"):
+        strides = getattr(transcriber.model, "module", transcriber.model).config.conv_stride
+    elif hasattr(transcriber, "config"):
+        strides = transcriber.config["conv_stride"]
+    else:
+        raise TypeError(f"{type(transcriber).__name__} exposes no model config (need conv_stride)")
+    return int(np.prod([int(s) for s in strides]))

@@ -87,12 +87,18 @@ class CostResult:
              "peak_rss_mb": self.peak_rss_mb}
         if h.gflops is not None:
             m["gflops"] = h.gflops
+        if h.latency_p50_low_ms is not None:
+            m.update(latency_p50_ms_lo=h.latency_p50_low_ms, latency_p50_ms_hi=h.latency_p50_high_ms,
+                     latency_spread=h.spread, latency_processes=h.processes, latency_stable=float(h.stable))
         if self.quantized_size_mb is not None:
             m["quantized_size_mb"] = self.quantized_size_mb
         for lc in self.lengths:
             s = f"_{lc.seconds:g}s"
             m.update({f"latency_p50_ms{s}": lc.latency_p50_ms, f"latency_p90_ms{s}": lc.latency_p90_ms,
                       f"rtf{s}": lc.rtf, f"cpu_ms_p50{s}": lc.cpu_ms_p50})
+            if lc.latency_p50_low_ms is not None:
+                m.update({f"latency_p50_ms_lo{s}": lc.latency_p50_low_ms,
+                          f"latency_p50_ms_hi{s}": lc.latency_p50_high_ms, f"latency_spread{s}": lc.spread})
             if lc.gflops is not None:
                 m[f"gflops{s}"] = lc.gflops
         return m
@@ -143,9 +149,14 @@ class CostConfig:
     seconds: audio lengths (s) to time, batch 1.
     threads: intra-op threads (torch and ORT); None = one per physical core, set explicitly either way.
     warmup: untimed runs per length.
-    repeats: timed runs per length, at most; at least `min_repeats`, stopping early past `budget_s`.
+    repeats / min_time_s: timed runs per length: at least `repeats` calls and `min_time_s` seconds (a
+        calibrated loop), but stopping past `budget_s` once `min_repeats` calls are in.
     count_flops: count FLOPs per length (one extra forward each, after the memory peak is read).
     seed: seed of the noise audio and of random preset weights.
+    processes: fresh processes that time each model (`measure_costs`): the figure is the median of their
+        p50s, so one disturbed process does not decide it; several models are timed interleaved.
+    max_spread: max/min of the per-process p50s above which a figure is re-measured with
+        `extra_processes` more processes, and flagged unstable if it still spreads.
     """
 
     runtime: str | None = None
@@ -158,6 +169,10 @@ class CostConfig:
     budget_s: float = 20.0
     count_flops: bool = True
     seed: int = 0
+    min_time_s: float = 0.0
+    processes: int = 1
+    max_spread: float = 1.2
+    extra_processes: int = 2
 
     def __post_init__(self):
         object.__setattr__(self, "seconds", tuple(float(s) for s in self.seconds))
@@ -171,6 +186,8 @@ class CostConfig:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.warmup < 0 or self.min_repeats < 1 or self.repeats < self.min_repeats or self.budget_s <= 0:
             raise ValueError("need warmup >= 0, 1 <= min_repeats <= repeats, budget_s > 0")
+        if self.processes < 1 or self.extra_processes < 0 or self.max_spread < 1 or self.min_time_s < 0:
+            raise ValueError("need processes >= 1, extra_processes >= 0, max_spread >= 1, min_time_s >= 0")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tqdm import tqdm
+
 from w2vc.eval.cost import CostConfig, CostResult
+from w2vc.eval.latency import combine_processes
 from w2vc.eval.measure import measure_cost
 
 
@@ -68,3 +72,65 @@ def measure_cost_isolated(model: str | os.PathLike | None = None, *, arch: str |
         cfg = CostConfig(**{**cfg.to_dict(), **overrides})
     return run_isolated(_child_measure, str(model) if model is not None else None, arch, cfg.to_dict(), name,
                         cost_only)
+
+
+@dataclass(frozen=True)
+class CostJob:
+    """One model to measure: a path (artifact directory or .onnx file) or a preset `arch` (cost-only)."""
+
+    name: str
+    model: str | None = None
+    arch: str | None = None
+    cost_only: bool | None = None
+
+
+def measure_costs(jobs: Sequence[CostJob], cfg: CostConfig, progress: bool = False) -> list[CostResult]:
+    """Every job measured in `cfg.processes` fresh processes, the processes of all jobs interleaved (round
+    robin, the order rotated each round), so a slow spell of the machine hits every model alike instead of
+    one model's only process. Round 0 measures everything (size, peak RSS, FLOPs, latency); later rounds
+    time only. Per length, the figure is the median of the per-process p50s with a bootstrap interval;
+    a spread (max/min) above `cfg.max_spread` gets `cfg.extra_processes` more processes, and a figure
+    that still spreads is flagged `stable=False`, never silently used as if it were steady."""
+    if not jobs:
+        return []
+    timing = replace(cfg, count_flops=False)
+    total = len(jobs) * cfg.processes
+    bar = tqdm(total=total, desc="latency", unit="proc", disable=not progress, leave=False)
+    first: list[CostResult] = []
+    for j in jobs:
+        first.append(measure_cost_isolated(j.model, arch=j.arch, cfg=cfg, name=j.name, cost_only=j.cost_only))
+        bar.update(1)
+    runs: list[list[CostResult]] = [[r] for r in first]
+
+    def more(indices: list[int], rounds: int) -> None:
+        for r in range(rounds):
+            k = r % len(indices)
+            for i in indices[k:] + indices[:k]:
+                j = jobs[i]
+                runs[i].append(measure_cost_isolated(j.model, arch=j.arch, cfg=timing, name=j.name,
+                                                     cost_only=j.cost_only))
+                bar.update(1)
+
+    more(list(range(len(jobs))), cfg.processes - 1)
+    out = [_combined(first[i], runs[i], cfg) for i in range(len(jobs))]
+    shaky = [i for i, r in enumerate(out) if not all(lc.stable for lc in r.lengths)]
+    if shaky and cfg.extra_processes and cfg.processes > 1:
+        bar.total += len(shaky) * cfg.extra_processes
+        more(shaky, cfg.extra_processes)
+        for i in shaky:
+            out[i] = _combined(first[i], runs[i], cfg)
+            if not all(lc.stable for lc in out[i].lengths):
+                out[i].notes.append(f"latency unstable: per-process p50 spread {out[i].headline.spread:.2f} > "
+                                    f"{cfg.max_spread} after {out[i].headline.processes} processes")
+    bar.close()
+    return out
+
+
+def _combined(first: CostResult, runs: list[CostResult], cfg: CostConfig) -> CostResult:
+    lengths = []
+    for lc in first.lengths:
+        per = [r.at(lc.seconds) for r in runs]
+        combined = combine_processes(per, cfg.max_spread)
+        combined.gflops = lc.gflops
+        lengths.append(combined)
+    return replace(first, lengths=lengths, load_avg_1m=max((r.load_avg_1m or 0.0) for r in runs) or None)

@@ -31,6 +31,12 @@ class LengthCost:
     repeats: int
     cpu_ms_p50: float = 0.0
     gflops: float | None = None
+    processes: int = 1
+    latency_p50_low_ms: float | None = None  # 95 % interval of the median over processes
+    latency_p50_high_ms: float | None = None
+    spread: float = 1.0  # max / min of the per-process p50s
+    stable: bool = True
+    process_p50_ms: list[float] | None = None
 
 
 def default_threads() -> int:
@@ -62,16 +68,22 @@ def noise_audio(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 def time_calls(fn: Callable[[], object], *, warmup: int, repeats: int, min_repeats: int,
-               budget_s: float) -> tuple[list[float], list[float]]:
-    """Warm-up calls, then timed calls until `repeats`, or `min_repeats` once `budget_s` is spent.
-    Returns (wall ms, process CPU ms) per timed call."""
+               budget_s: float, min_time_s: float = 0.0) -> tuple[list[float], list[float]]:
+    """Warm-up calls, then timed calls until at least `repeats` calls and `min_time_s` seconds (a calibrated
+    loop, as pyperf does: fast models get many calls, so one scheduler hiccup weighs little), or until
+    `budget_s` is spent with at least `min_repeats`. Returns (wall ms, process CPU ms) per timed call."""
     for _ in range(warmup):
         fn()
     gc.collect()
     wall: list[float] = []
     cpu: list[float] = []
     start = time.perf_counter()
-    while len(wall) < repeats and not (len(wall) >= min_repeats and time.perf_counter() - start >= budget_s):
+
+    def done() -> bool:
+        elapsed = time.perf_counter() - start
+        return (len(wall) >= repeats and elapsed >= min_time_s) or (len(wall) >= min_repeats and elapsed >= budget_s)
+
+    while not done():
         t0, c0 = time.perf_counter_ns(), time.process_time_ns()
         fn()
         wall.append((time.perf_counter_ns() - t0) / 1e6)
@@ -85,3 +97,24 @@ def length_cost(seconds: float, timed: tuple[list[float], list[float]]) -> Lengt
     return LengthCost(seconds=float(seconds), latency_p50_ms=p50, latency_p90_ms=p90,
                       latency_mean_ms=float(np.mean(wall)), latency_min_ms=float(np.min(wall)),
                       rtf=p50 / 1000 / seconds, repeats=len(wall), cpu_ms_p50=float(np.median(cpu)))
+
+
+def combine_processes(per_process: list[LengthCost], max_spread: float) -> LengthCost:
+    """One length's figures over several fresh processes: the median of the per-process p50s (one bad
+    process cannot decide the figure) with a bootstrap interval, and the spread that says whether to trust it."""
+    from w2vc.eval.stats import median_interval
+
+    p50s = [lc.latency_p50_ms for lc in per_process]
+    ci = median_interval(p50s)
+    med = float(np.median(p50s))
+    spread = max(p50s) / max(min(p50s), 1e-9)
+    first = per_process[0]
+    return LengthCost(seconds=first.seconds, latency_p50_ms=med,
+                      latency_p90_ms=float(np.median([lc.latency_p90_ms for lc in per_process])),
+                      latency_mean_ms=float(np.median([lc.latency_mean_ms for lc in per_process])),
+                      latency_min_ms=float(min(lc.latency_min_ms for lc in per_process)),
+                      rtf=med / 1000 / first.seconds, repeats=sum(lc.repeats for lc in per_process),
+                      cpu_ms_p50=float(np.median([lc.cpu_ms_p50 for lc in per_process])),
+                      gflops=first.gflops, processes=len(per_process), latency_p50_low_ms=ci.low,
+                      latency_p50_high_ms=ci.high, spread=spread, stable=spread <= max_spread,
+                      process_p50_ms=[round(v, 3) for v in p50s])

@@ -166,7 +166,8 @@ def measure_torch(model, path: Path | None, cfg: CostConfig, *, name, arch, thre
                     model(x)
 
             lengths.append(length_cost(s, time_calls(run, warmup=cfg.warmup, repeats=cfg.repeats,
-                                                      min_repeats=cfg.min_repeats, budget_s=cfg.budget_s)))
+                                                      min_repeats=cfg.min_repeats, budget_s=cfg.budget_s,
+                                                      min_time_s=cfg.min_time_s)))
         peak = peak_rss_mb()  # before FLOP counting, whose dispatch-mode forward is no part of the model's cost
         by_kind: dict[str, float] = {}
         flops_source = "not counted"
@@ -224,7 +225,7 @@ def measure_onnx(path: Path, cfg: CostConfig, *, name, arch, threads, notes, cos
             feeds["attention_mask"] = np.ones_like(x, dtype=np.int64)
         lengths.append(length_cost(s, time_calls(lambda f=feeds: session.run([out_name], f), warmup=cfg.warmup,
                                                   repeats=cfg.repeats, min_repeats=cfg.min_repeats,
-                                                  budget_s=cfg.budget_s)))
+                                                  budget_s=cfg.budget_s, min_time_s=cfg.min_time_s)))
     peak = peak_rss_mb()
     session = None  # free the runtime's memory before counting FLOPs
     by_kind: dict[str, float] = {}

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 from w2vc.core.util import write_json
 from w2vc.eval.cost import CostConfig, CostResult, cost_table, parse_seconds, ratio_line, ratios
-from w2vc.eval.isolation import measure_cost_isolated, run_isolated
+from w2vc.eval.isolation import CostJob, measure_costs, run_isolated
 from w2vc.eval.measure import measure_cost
 from w2vc.eval.onnx_export import export_preset_onnx
 
@@ -40,29 +41,35 @@ def bench_command(a) -> int:
     models = list(a.model or [])
     if not archs and not models:
         raise ValueError("give --model PATH or --arch base|large|large-s|base-s (comma-separated for several)")
+    in_process = a.in_process
     cfg = CostConfig(runtime=a.runtime, precision=a.precision, seconds=parse_seconds(a.seconds), threads=a.threads,
                      warmup=a.warmup, repeats=a.repeats, min_repeats=min(a.min_repeats, a.repeats),
-                     budget_s=a.budget, count_flops=not a.no_flops)
-    measure = measure_cost if a.in_process else measure_cost_isolated
-    results: list[CostResult] = []
-    for arch in archs:
-        if cfg.runtime == "onnx":
-            with tempfile.TemporaryDirectory(prefix=f"w2vc-bench-{arch}-") as td:
+                     budget_s=a.budget, count_flops=not a.no_flops, min_time_s=a.min_time,
+                     processes=1 if in_process else a.processes)
+    with tempfile.TemporaryDirectory(prefix="w2vc-bench-") as td:
+        jobs = []
+        for arch in archs:
+            if cfg.runtime == "onnx":
                 print(f"exporting random {arch} to ONNX ...", flush=True)
-                if a.in_process:
-                    export_preset_onnx(arch, td, cfg.seed)
-                else:
-                    run_isolated(export_preset_onnx, arch, td, cfg.seed)
-                r = measure(td, cfg=cfg, name=arch, cost_only=True)
-                r.arch = arch
-                r.notes.append("random weights exported with optimum onnx_export_from_model (weight_norm folded)")
+                out = Path(td) / arch
+                if in_process:
+                    export_preset_onnx(arch, str(out), cfg.seed)
+                else:  # the export's memory stays out of this process
+                    run_isolated(export_preset_onnx, arch, str(out), cfg.seed)
+                jobs.append(CostJob(arch, model=str(out), cost_only=True))
+            else:
+                jobs.append(CostJob(arch, arch=arch))
+        jobs += [CostJob(m, model=m) for m in models]
+        if in_process:
+            results = [measure_cost(j.model, arch=j.arch, cfg=cfg, name=j.name, cost_only=j.cost_only) for j in jobs]
         else:
-            r = measure(arch=arch, cfg=cfg)
-        results.append(r)
-        print(f"measured {r.model}: {r.latency_p50_ms:.0f} ms p50 @{r.headline.seconds:g}s", flush=True)
-    for m in models:
-        results.append(measure(m, cfg=cfg))
-        print(f"measured {m}", flush=True)
+            print(f"timing {len(jobs)} model(s) in {cfg.processes} fresh processes each, interleaved ...", flush=True)
+            results = measure_costs(jobs, cfg, progress=sys.stderr.isatty())
+    for j, r in zip(jobs, results):
+        if j.arch or j.cost_only:
+            r.arch = j.name
+        if cfg.runtime == "onnx" and j.name in archs:
+            r.notes.append("random weights exported with optimum onnx_export_from_model (weight_norm folded)")
 
     cost_only = any(r.cost_only for r in results)
     print()
@@ -72,6 +79,12 @@ def bench_command(a) -> int:
     print(f"cpu {results[0].cpu}; threads {','.join(map(str, threads))}; batch 1, white-noise audio at 16 kHz; "
           f"peak RSS {'per fresh process' if not a.in_process else 'of this process (not isolated)'}")
     print(cost_table(results))
+    for r in results:
+        h = r.headline
+        if h.processes > 1:
+            print(f"{r.model}: p50 {h.latency_p50_ms:.2f} ms (95 % CI {h.latency_p50_low_ms:.2f}-"
+                  f"{h.latency_p50_high_ms:.2f}) = median of {h.processes} process p50s, spread {h.spread:.2f}"
+                  + ("" if h.stable else f" UNSTABLE (> {cfg.max_spread})"))
     busy = [r for r in results if r.contended]
     if busy:
         print(f"warning: load average {max(r.load_avg_1m for r in busy):.1f} on {os.cpu_count()} cores while "

@@ -35,7 +35,7 @@ def run_eval(a) -> int:
         if a.by else {}
     progress = sys.stderr.isatty()
     res = evaluate_model(a.model, a.data, noisy=a.noisy, split=a.split, limit=a.limit, threads=a.threads,
-                         progress=progress, bf16=a.bf16)
+                         progress=progress, bf16=a.bf16, long=_long_options(a))
     threads = f"threads {res.threads}" if res.threads else "default threads"
     print(f"model {res.model} ({res.runtime}, {threads})  data {res.data} (split {res.split}"
           f"{f', limit {res.limit}' if res.limit else ''})  {res.wall_seconds:.1f} s")
@@ -43,6 +43,8 @@ def run_eval(a) -> int:
     by = {s.name: s.wer_by(columns[s.path]) for s in res.sets} if a.by else {}
     if by:
         print(by_table(a.by, by))
+    if res.long is not None:
+        print(res.long.table())
     note = sets_summary(res.sets)
     if note:
         print(note)
@@ -60,3 +62,18 @@ def run_eval(a) -> int:
         print(f"wrote transcripts to {out}/")
     _write_json(a.json, {**res.to_dict(), **({"by": {a.by: by}} if by else {})})
     return 0
+
+
+def _long_options(a):
+    """`--long` flags → LongOptions (None without --long); a bad chunk/stride fails before the model loads."""
+    if not getattr(a, "long", False):
+        if getattr(a, "long_unchunked", False) or getattr(a, "stride_seconds", None) is not None:
+            raise ValueError("--stride-seconds / --long-unchunked apply with --long")
+        return None
+    from w2vc.eval.longform import LongOptions
+
+    try:
+        chunks = tuple(float(c) for c in a.chunk_seconds.split(",") if c.strip())
+    except ValueError:
+        raise ValueError(f"--chunk-seconds wants numbers separated by commas, got {a.chunk_seconds!r}") from None
+    return LongOptions(chunk_seconds=chunks, stride_seconds=a.stride_seconds, unchunked=a.long_unchunked)

@@ -9,6 +9,8 @@ Which sets are scored:
 
 Metrics (flat, for MLflow and Pareto): wer_<set>, cer_<set>, n_utterances (clean set),
 n_utterances_<set> (other sets), skipped_files (unreadable files over all sets; each one is also listed).
+With `long` (LongOptions), also the long-form figures of `<split>_long` (w2vc.eval.longform: wer_long_10s,
+rtf_long_10s, ..., wer_parts).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from w2vc.core.load import load
 from w2vc.core.runnable import Transcriber
 from w2vc.data.datasets import Dataset, DatasetError, load_dataset
+from w2vc.eval.longform import LongOptions, LongResult, evaluate_long, find_long_sets
 from w2vc.eval.tracking import DEFAULT_EXPERIMENT, LoggedRun, log_run
 from w2vc.eval.wer import UtteranceError, word_error_rate
 
@@ -142,6 +145,7 @@ class EvalResult:
     wall_seconds: float
     run_id: str | None = None
     local_json: str | None = None
+    long: LongResult | None = None
 
     def __getitem__(self, name: str) -> SetResult:
         for s in self.sets:
@@ -161,13 +165,15 @@ class EvalResult:
             m[f"cer_{s.name}"] = s.cer
             m["n_utterances" if s.name == "clean" else f"n_utterances_{s.name}"] = s.n_utterances
         m["skipped_files"] = self.skipped_files
+        if self.long is not None:
+            m.update(self.long.metrics)
         return m
 
     @property
     def params(self) -> dict:
         return {"model": self.model, "data": self.data, "split": self.split, "runtime": self.runtime,
                 "threads": self.threads if self.threads else "default", "limit": self.limit,
-                "sets": ",".join(s.name for s in self.sets)}
+                "sets": ",".join(s.name for s in self.sets), **(self.long.params if self.long else {})}
 
     def text_artifacts(self) -> dict[str, str]:
         """Per-utterance transcripts (id, ref, hyp, errors) per set, plus the skipped files if any."""
@@ -175,12 +181,15 @@ class EvalResult:
         skipped = [f"{s.name}\t{k['path']}\t{k['reason']}" for s in self.sets for k in s.skipped]
         if skipped:
             out["skipped_files.tsv"] = "set\tpath\treason\n" + "\n".join(skipped) + "\n"
+        if self.long is not None:
+            out.update(self.long.text_artifacts())
         return out
 
     def to_dict(self, with_utterances: bool = False) -> dict:
         return {**self.params, "threads": self.threads, "metrics": self.metrics,
                 "wall_seconds": round(self.wall_seconds, 3), "run_id": self.run_id, "local_json": self.local_json,
-                "sets": [s.to_dict(with_utterances) for s in self.sets]}
+                "sets": [s.to_dict(with_utterances) for s in self.sets],
+                **({"long": self.long.to_dict(with_utterances)} if self.long else {})}
 
     def table(self) -> str:
         lines = [f"{'set':<14}{'utts':>6}{'WER %':>8}{'CER %':>8}{'sub/del/ins':>16}{'skipped':>9}"
@@ -216,11 +225,12 @@ def score_set(transcriber: Transcriber, eval_set: EvalSet, ds: Dataset, batch_se
 def evaluate_model(model: str | os.PathLike | Transcriber, data: str | os.PathLike | EvalData, *,
                    noisy: bool = False, split: str = "test", limit: int | None = None, threads: int | None = None,
                    batch_seconds: float = 60.0, max_batch: int = 16, progress: bool = False,
-                   model_name: str | None = None, bf16: bool = False) -> EvalResult:
+                   model_name: str | None = None, bf16: bool = False, long: LongOptions | None = None) -> EvalResult:
     """Score a model directory / hub id, or an already-built Transcriber (in-memory models), on `data`.
 
     Nothing is logged here; call `log_eval(result)` for MLflow. With a preloaded `EvalData`, `noisy`,
-    `split` and `limit` come from it.
+    `split` and `limit` come from it. `long` also scores `<split>_long` in windows (w2vc.eval.longform);
+    its per-utterance comparison reuses the clean set's transcripts where that set is the parts' split.
     """
     if limit is not None and limit < 1 or threads is not None and threads < 1:
         raise ValueError(f"--limit and --threads must be >= 1 (got limit={limit}, threads={threads})")
@@ -229,6 +239,9 @@ def evaluate_model(model: str | os.PathLike | Transcriber, data: str | os.PathLi
         split, limit = data.split, data.limit
     else:
         find_eval_sets(data, split, noisy)  # fail on bad data before paying for the model load
+    root = data.source if isinstance(data, EvalData) else data
+    if long is not None:
+        _, parts_manifest = find_long_sets(root, split)
     if isinstance(model, Transcriber):
         transcriber = model
         name = model_name or getattr(model, "source", None) or type(model).__name__
@@ -253,10 +266,15 @@ def evaluate_model(model: str | os.PathLike | Transcriber, data: str | os.PathLi
         name = model_name or str(model)
     sets = [score_set(transcriber, s, ds, batch_seconds, max_batch, progress)
             for s, ds in _iter_sets(data, split, noisy, limit, progress)]
+    long_result = None
+    if long is not None:
+        known = {u.id: u for s in sets if s.name == "clean" and Path(s.path).resolve() == parts_manifest.resolve()
+                 for u in s.utterances}
+        long_result = evaluate_long(transcriber, root, split, long, limit=limit, known=known, progress=progress)
     return EvalResult(model=name, data=str(data.source if isinstance(data, EvalData) else data), split=split,
                       runtime=transcriber.runtime + ("-bf16" if getattr(transcriber, "autocast_bf16", False) else ""),
                       threads=threads or _current_threads(transcriber), limit=limit, sets=sets,
-                      wall_seconds=time.perf_counter() - t0)
+                      wall_seconds=time.perf_counter() - t0, long=long_result)
 
 
 def _set_threads(transcriber: Transcriber, threads: int) -> None:

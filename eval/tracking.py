@@ -167,7 +167,8 @@ class Tracker:
         return TrackedRun.of(self.client.get_run(run_id))
 
     def create_run(self, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
-        """A RUNNING run with `tags` and the standard ones (CPU, commit, versions), nested under `parent_id`."""
+        """A RUNNING run with `tags` and the standard ones (CPU, commit, versions), nested under `parent_id`
+        (as MLflow nests runs: the `mlflow.parentRunId` tag)."""
         nest = {"mlflow.parentRunId": parent_id} if parent_id else {}
         return self.client.create_run(self.experiment_id, run_name=name,
                                       tags={**nest, **tags, **standard_tags()}).info.run_id

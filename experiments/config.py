@@ -12,7 +12,6 @@ import copy
 import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import yaml
 
@@ -26,7 +25,7 @@ __all__ = ["Candidate", "ConfigError", "DataConfig", "EvalConfig", "ExportPicks"
 
 @dataclass(frozen=True)
 class DataConfig(ConfigBase):
-    WHAT: ClassVar[str] = "data"
+    WHAT = "data"
 
     corpus: str = "data/corpus"
     hours: float = 8.0
@@ -41,7 +40,7 @@ class EvalConfig(ConfigBase):
         seconds: audio lengths for latency (the first is the headline); repeats: timed runs per length.
     """
 
-    WHAT: ClassVar[str] = "eval"
+    WHAT = "eval"
 
     split: str = "test"
     sets: tuple[str, ...] = ("clean", "snr10")
@@ -53,12 +52,130 @@ class EvalConfig(ConfigBase):
 
 @dataclass(frozen=True)
 class ExportPicks(ConfigBase):
-    WHAT: ClassVar[str] = "export"
+    WHAT = "export"
 
     enabled: bool = True
     max_picks: int = 3
     register: bool = True
     dir: str = "exports"
+
+
+def _step_index(steps, target: str) -> int | None:
+    """`<kind or index>` of a `<kind or index>.<option>` address → the step's index (first of that kind)."""
+    if target.isdigit():
+        return int(target) if int(target) < len(steps) else None
+    return next((j for j, s in enumerate(steps) if s["kind"] == target), None)
+
+
+def _check_steps(steps, where: str) -> list[dict]:
+    if not isinstance(steps, list):
+        raise ConfigError(f"{where}: expected a list of steps")
+    for j, s in enumerate(steps):
+        if not isinstance(s, dict) or "kind" not in s:
+            raise ConfigError(f"{where}[{j}]: each step needs 'kind' (e.g. kind: prune)")
+    return steps
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One searched option: the `key` (`<kind or index>.<option>`) resolved to `steps[step][option]`; an int
+    range (both ends int), a float range, or categorical `choices`."""
+
+    key: str
+    step: int
+    option: str
+    low: int | float | None = None
+    high: int | float | None = None
+    choices: tuple = ()
+
+    @property
+    def is_int(self) -> bool:
+        return not self.choices and isinstance(self.low, int) and isinstance(self.high, int)
+
+    def probes(self) -> tuple:
+        """Values every step config must accept: both ends of a range, every choice."""
+        return self.choices or (self.low, self.high)
+
+    def middle(self):
+        if self.choices:
+            return self.choices[0]
+        return (self.low + self.high) // 2 if self.is_int else (self.low + self.high) / 2
+
+    @classmethod
+    def parse(cls, key, rng, steps: list[dict]) -> Knob:
+        where = f"search.space.{key}"
+        target, _, opt = str(key).partition(".")
+        if not opt:
+            raise ConfigError(f"{where}: expected '<kind or index>.<option>'")
+        idx = _step_index(steps, target)
+        if idx is None:
+            raise ConfigError(f"search.space: no step '{target}' in search.steps")
+        if opt == "kind":
+            raise ConfigError(f"{where}: a step's kind is not a knob")
+        if isinstance(rng, dict) and set(rng) == {"choices"} and isinstance(rng["choices"], list | tuple) \
+                and rng["choices"]:
+            return cls(str(key), idx, opt, choices=tuple(rng["choices"]))
+        if isinstance(rng, list) and len(rng) == 2 and all(_is_number(x) for x in rng):
+            lo, hi = rng if all(isinstance(x, int) for x in rng) else (float(rng[0]), float(rng[1]))
+            if lo > hi:
+                raise ConfigError(f"{where}: low {lo} > high {hi}")
+            return cls(str(key), idx, opt, lo, hi)
+        raise ConfigError(f"{where}: expected [low, high] or {{choices: [...]}}")
+
+
+@dataclass(frozen=True)
+class SearchConfig(ConfigBase):
+    """`search:` of a config: the Optuna search of experiments/search.py over a step template.
+
+    Args:
+        start: the model the template starts from (YAML `from`: teacher, student or a path).
+        sampler: tpe or nsga2. steps: the template, each step a `{kind: ..., option: value}` mapping.
+        space: the knobs Optuna sets in the template (YAML `<kind or index>.<option>: range`).
+    """
+
+    WHAT = "search"
+    SAMPLERS = ("tpe", "nsga2")
+
+    start: str = "teacher"
+    sampler: str = "tpe"
+    steps: tuple[dict, ...] = ()
+    space: tuple[Knob, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchConfig:
+        check_keys(d, ("from", "sampler", "steps", "space"), cls.WHAT)
+        if not d.get("space") or not d.get("steps"):
+            raise ConfigError("search: needs 'steps' (a template) and 'space' (knobs)")
+        sampler = d.get("sampler", "tpe")
+        if sampler not in cls.SAMPLERS:
+            raise ConfigError(f"search.sampler must be tpe or nsga2, got {sampler!r}")
+        steps = _check_steps(d["steps"], "search.steps")
+        check_keys(d["space"], d["space"], "search.space")  # a mapping
+        space = tuple(Knob.parse(k, v, steps) for k, v in d["space"].items())
+        targets = [(k.step, k.option) for k in space]
+        twice = sorted({k.key for k in space if targets.count((k.step, k.option)) > 1})
+        if twice:
+            raise ConfigError(f"search.space: {', '.join(twice)} set the same option")
+        return cls(str(d.get("from", "teacher")), sampler, tuple(steps), space)
+
+    def trial_steps(self, values: dict[str, object]) -> list[dict]:
+        """The template with each knob set to `values[knob.key]` (a fresh copy: the template is shared)."""
+        steps = copy.deepcopy(list(self.steps))
+        for k in self.space:
+            steps[k.step][k.option] = values[k.key]
+        return steps
+
+    def probe_points(self):
+        """Knob settings to validate the template with: each probe of a knob, the others in the middle
+        (every end at once can be invalid together, e.g. nothing left to prune, while each is fine)."""
+        middle = {k.key: k.middle() for k in self.space}
+        for k in self.space:
+            for v in k.probes():
+                yield k.key, {**middle, k.key: v}
 
 
 @dataclass(frozen=True)
@@ -100,119 +217,6 @@ class SweepConfig:
 
 TOP_KEYS = ("name", "teacher", "student", "data", "eval", "objectives", "maximize", "budgets", "candidates",
             "export", "experiment", "work_dir", "search")
-
-
-def _step_index(steps, target: str) -> int | None:
-    """`<kind or index>` of a `<kind or index>.<option>` address → the step's index (first of that kind)."""
-    if target.isdigit():
-        return int(target) if int(target) < len(steps) else None
-    return next((j for j, s in enumerate(steps) if s["kind"] == target), None)
-
-
-def _check_steps(steps, where: str) -> list[dict]:
-    if not isinstance(steps, list):
-        raise ConfigError(f"{where}: expected a list of steps")
-    for j, s in enumerate(steps):
-        if not isinstance(s, dict) or "kind" not in s:
-            raise ConfigError(f"{where}[{j}]: each step needs 'kind' (e.g. kind: prune)")
-    return steps
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-@dataclass(frozen=True)
-class Knob:
-    """One searched option: the `key` (`<kind or index>.<option>`) resolved to `steps[step][option]`; an int
-    range (both ends int), a float range, or categorical `choices`."""
-
-    key: str
-    step: int
-    option: str
-    low: float | None = None
-    high: float | None = None
-    choices: tuple = ()
-
-    @property
-    def is_int(self) -> bool:
-        return not self.choices and isinstance(self.low, int) and isinstance(self.high, int)
-
-    def probes(self) -> tuple:
-        """Values every step config must accept: both ends of a range, every choice."""
-        return self.choices or (self.low, self.high)
-
-    def middle(self):
-        if self.choices:
-            return self.choices[0]
-        return (self.low + self.high) // 2 if self.is_int else (self.low + self.high) / 2
-
-    @classmethod
-    def parse(cls, key, rng, steps: list[dict]) -> Knob:
-        where = f"search.space.{key}"
-        target, _, opt = str(key).partition(".")
-        if not opt:
-            raise ConfigError(f"{where}: expected '<kind or index>.<option>'")
-        idx = _step_index(steps, target)
-        if idx is None:
-            raise ConfigError(f"search.space: no step '{target}' in search.steps")
-        if opt == "kind":
-            raise ConfigError(f"{where}: a step's kind is not a knob")
-        if isinstance(rng, dict) and set(rng) == {"choices"} and isinstance(rng["choices"], list) and rng["choices"]:
-            return cls(str(key), idx, opt, choices=tuple(rng["choices"]))
-        if isinstance(rng, list) and len(rng) == 2 and all(_is_number(x) for x in rng):
-            lo, hi = rng if all(isinstance(x, int) for x in rng) else (float(rng[0]), float(rng[1]))
-            if lo > hi:
-                raise ConfigError(f"{where}: low {lo} > high {hi}")
-            return cls(str(key), idx, opt, lo, hi)
-        raise ConfigError(f"{where}: expected [low, high] or {{choices: [...]}}")
-
-
-@dataclass(frozen=True)
-class SearchConfig(ConfigBase):
-    """`search:` of a config: the Optuna search of experiments/search.py over a step template.
-
-    Args:
-        start: the model the template starts from (YAML `from`: teacher, student or a path).
-        sampler: tpe or nsga2. steps: the template, each step a `{kind: ..., option: value}` mapping.
-        space: the knobs Optuna sets in the template (YAML `<kind or index>.<option>: range`).
-    """
-
-    WHAT: ClassVar[str] = "search"
-    SAMPLERS: ClassVar[tuple[str, ...]] = ("tpe", "nsga2")
-
-    start: str = "teacher"
-    sampler: str = "tpe"
-    steps: tuple[dict, ...] = ()
-    space: tuple[Knob, ...] = ()
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SearchConfig:
-        check_keys(d, ("from", "sampler", "steps", "space"), cls.WHAT)
-        if not d.get("space") or not d.get("steps"):
-            raise ConfigError("search: needs 'steps' (a template) and 'space' (knobs)")
-        sampler = d.get("sampler", "tpe")
-        if sampler not in cls.SAMPLERS:
-            raise ConfigError(f"search.sampler must be tpe or nsga2, got {sampler!r}")
-        steps = _check_steps(d["steps"], "search.steps")
-        check_keys(d["space"], d["space"], "search.space")  # a mapping
-        space = tuple(Knob.parse(k, v, steps) for k, v in d["space"].items())
-        return cls(str(d.get("from", "teacher")), sampler, tuple(steps), space)
-
-    def trial_steps(self, values: dict[str, object]) -> list[dict]:
-        """The template with each knob set to `values[knob.key]` (a fresh copy: the template is shared)."""
-        steps = copy.deepcopy(list(self.steps))
-        for k in self.space:
-            steps[k.step][k.option] = values[k.key]
-        return steps
-
-    def probe_points(self):
-        """Knob settings to validate the template with: each probe of a knob, the others in the middle
-        (every end at once can be invalid together, e.g. nothing left to prune, while each is fine)."""
-        middle = {k.key: k.middle() for k in self.space}
-        for k in self.space:
-            for v in k.probes():
-                yield k.key, {**middle, k.key: v}
 
 
 def _expand(c: dict, i: int) -> list[Candidate]:

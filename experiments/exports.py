@@ -1,0 +1,93 @@
+"""The sweep's last stage: its budget-feasible Pareto picks as deployable ONNX bundles, each registered as
+a model version logged to its candidate run.
+
+Re-runnable: a bundle already exported from the same artifact (its `source_hash`) is kept, and only a
+registration that failed or was cut off is done again. A bundle appears under its final name only once
+complete (written to `<name>.tmp`, then renamed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from w2vc.core.artifact import Artifact
+from w2vc.experiments import pareto as P
+from w2vc.experiments.config import SweepConfig
+
+if TYPE_CHECKING:
+    from w2vc.eval.tracking import Tracker
+    from w2vc.experiments.runner import CandidateResult
+
+
+def export_picks(cfg: SweepConfig, res: P.ParetoResult, results: list[CandidateResult],
+                 tracker: Tracker | None) -> list[Path]:
+    """Up to `export.max_picks` picks, knee first, to `<export.dir>/<sweep>/<candidate>/`."""
+    by_name = {r.name: r for r in results}
+    register = tracker is not None and cfg.export.register
+    out_paths = []
+    for row in res.picks[: cfg.export.max_picks]:
+        cr = by_name[row["name"]]
+        art = Artifact.open(cr.artifact)
+        dst = Path(cfg.export.dir) / cfg.name / cr.name
+        if _exported(dst, art):
+            out_paths.append(dst)
+            if register and cr.run_id and "registered_model" not in tracker.run(cr.run_id).tags:
+                # exported before, but its registration failed or was cut off
+                register_bundle(tracker, cr, dst, cfg)
+            continue
+        if export_bundle(cfg, cr, art, dst):
+            out_paths.append(dst)
+            if register and cr.run_id:
+                register_bundle(tracker, cr, dst, cfg)
+    return out_paths
+
+
+def _exported(dst: Path, art: Artifact) -> bool:
+    meta = dst / "w2vc.json"
+    return meta.exists() and json.loads(meta.read_text()).get("source_hash") == art.hash
+
+
+def export_bundle(cfg: SweepConfig, cr: CandidateResult, art: Artifact, dst: Path) -> bool:
+    """ONNX bundle + model card at `dst` (an ONNX candidate is copied as is); False when the candidate has no
+    ONNX form (a warning says why)."""
+    from w2vc.compress.export import ExportConfig, export_onnx
+    from w2vc.core.card import write_model_card
+
+    metrics = {k: v for k, v in cr.metrics.items() if isinstance(v, (int, float))}
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        if art.format == "onnx":
+            shutil.copytree(art.path, tmp)
+            write_model_card(tmp, art.provenance.get("report", {}), metrics)
+        else:
+            export_onnx(art, ExportConfig(parity_data=cfg.data.corpus), tmp, metrics=metrics)
+    except ValueError as e:  # e.g. a torch runtime-transform candidate: no ONNX equivalent
+        print(f"warning: pick {cr.name} not exported: {e}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    prov = json.loads((tmp / "w2vc.json").read_text()) if (tmp / "w2vc.json").exists() else {}
+    prov.update(source_hash=art.hash, candidate=cr.name, sweep=cfg.name, metrics=metrics)
+    (tmp / "w2vc.json").write_text(json.dumps(prov, indent=1, default=str))
+    if dst.exists():
+        shutil.rmtree(dst)  # our own previous export of this candidate, superseded
+    os.replace(tmp, dst)
+    write_model_card(dst, prov.get("report", {}), metrics, prov.get("lineage", []))  # final path in the card
+    return True
+
+
+def register_bundle(tracker: Tracker, cr: CandidateResult, bundle: Path, cfg: SweepConfig) -> None:
+    """Log the bundle to the candidate's run and register it (model registry name: w2vc-<sweep>-<cand>).
+    A registry failure is a warning: the bundle on disk is the deliverable."""
+    try:
+        tracker.log_artifacts(cr.run_id, bundle, "bundle")
+        name = f"w2vc-{cfg.name}-{cr.name}".replace("/", "-")
+        ref = tracker.register_version(name, cr.run_id, "bundle",
+                                       description=f"w2vc sweep {cfg.name}: candidate {cr.name}")
+        tracker.set_tags(cr.run_id, {"registered_model": ref})
+    except Exception as e:
+        print(f"warning: model registry skipped for {cr.name} ({type(e).__name__}: {e})")

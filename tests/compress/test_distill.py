@@ -15,7 +15,7 @@ from w2vc.core.step import StepContext
 from w2vc.data.augment import AugmentConfig
 from w2vc.data.datasets import load_dataset, resolve_split
 
-NO_AUG = AugmentConfig(p_speed=0, p_bandlimit=0, p_noise=0, gain_db_range=(0.0, 0.0))
+NO_AUG = AugmentConfig.off()
 
 
 def _kl_to_teacher(student_dir, teacher_dir, audio) -> float:

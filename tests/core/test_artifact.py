@@ -54,7 +54,7 @@ def test_pruning_a_bf16_artifact_is_refused_in_one_line(bf16_artifact, tmp_path,
 
 def test_distilling_into_a_quantized_student_is_refused(bf16_artifact, tiny_layer_model, tiny_corpus, tmp_path):
     cfg = DistillConfig(student=str(bf16_artifact.path), init="checkpoint", data=str(tiny_corpus), steps=1,
-                        bf16=False, augment=AugmentConfig(p_speed=0, p_noise=0, p_bandlimit=0))
+                        bf16=False, augment=AugmentConfig.off())
     with pytest.raises(ValueError, match=r"distill \(student\) takes torch artifacts; .* is torch\+runtime"):
         distill(Artifact.open(tiny_layer_model), cfg, tmp_path / "d", StepContext(progress=False))
 

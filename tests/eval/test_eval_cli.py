@@ -79,7 +79,7 @@ def test_eval_by_synth_splits_the_errors(tiny_corpus, tiny_layer_model, tmp_path
         assert errors / sum(g["ref_words"] for g in groups.values()) == pytest.approx(s["wer"])
         assert f"{s['name']} WER by synth: " in out
     assert set(d["by"]["synth"]["unseen_synth"]) == {"flite"}
-    assert set(d["by"]["synth"]["clean"]) == {"espeak", "festival"}
+    assert set(d["by"]["synth"]["clean"]) == {"espeak", "festival", "piper"}
 
 
 def test_eval_by_unknown_column_fails_before_loading(tiny_corpus, tmp_path, capsys):

@@ -34,11 +34,14 @@ def test_test_voices_never_trained():
         train = {(s.synth, s.voice, s.warp) for s in sp["train"]}
         for split in ("dev", "test", "test_unseen_synth"):
             assert not {(s.synth, s.voice, s.warp) for s in sp[split]} & train
-        assert {s.synth for s in sp["test"]} == {"espeak", "festival"}
-        assert {s.synth for s in sp["train"]} == {"espeak", "festival"}  # flite is never trained on
+        assert {s.synth for s in sp["test"]} == {"espeak", "festival", "piper"}
+        assert {s.synth for s in sp["train"]} == {"espeak", "festival", "piper"}  # flite is never trained on
         for split in ("dev", "test"):  # every Festival voice is heard in training, but never at these warps
             assert {s.voice for s in sp[split] if s.synth == "festival"} == set(FESTIVAL_VOICES)
         assert {s.voice for s in sp["test_unseen_synth"]} == set(FLITE_VOICES)  # wholly unseen synthesizer
+        train_piper_warps = {s.warp for s in sp["train"] if s.synth == "piper"}
+        for split in ("dev", "test"):  # one Piper voice, but no held-out warp (pitch/formant scale) is trained
+            assert not {s.warp for s in sp[split] if s.synth == "piper"} & train_piper_warps
 
 
 def test_layout_manifests_and_audio(tiny_corpus):

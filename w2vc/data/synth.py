@@ -1,10 +1,18 @@
-"""Offline speech corpus: the command grammar spoken by espeak-ng and Festival voices, plus noisy copies.
+"""Offline speech corpus (v3): the command grammar spoken by espeak-ng, Festival and Piper (neural) voices,
+noisy test copies, and long-form material (train streams and crops, dev_long/test_long recordings).
 
-Speakers are (synthesizer, voice, prosody). Held-out voices are chosen per synthesizer so every test
+Speakers are (synthesizer, voice, prosody). Held-out voices are chosen per synthesizer so every dev/test
 speaker is unseen in training; Flite, a synthesizer used in no training split, gives an extra
-"unseen synthesizer" test split. Everything depends only on the seed: a planned utterance i of a split
-is drawn from Random((seed, split, i)), files are written atomically and existing ones are kept, so an
+"unseen synthesizer" test split. Piper has one bundled voice: its speakers differ by a resampling warp
+(pitch and formants, tempo compensated), a formant-only warp and VITS length/noise scales, and the warps
+of dev/test are never trained. Everything depends only on the seed: a planned utterance i of a split is
+drawn from Random((seed, split, i)), files are written atomically and existing ones are kept, so an
 interrupted run resumes and two runs with one seed give identical audio.
+
+`hours` counts distinct synthesized speech (single utterances of train+dev+test). Long-form items
+(w2vc.data.longform) re-arrange that audio and come on top, like the noisy copies: train streams and
+crops add train_stream_share + train_crop_share of the train hours to train.jsonl (rows with kind
+"stream"/"crop"; single utterances have kind "utt"), dev_long/test_long re-use the dev/test audio.
 """
 
 from __future__ import annotations
@@ -16,7 +24,6 @@ import random
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,11 +33,15 @@ import soundfile as sf
 import soxr
 from tqdm import tqdm
 
+from w2vc.data import longform, neural_tts
 from w2vc.data.audio import SAMPLE_RATE, write_flac
+from w2vc.data.augment import formant_warp
 from w2vc.data.grammar import sample_sentence
 from w2vc.data.noise import NOISE_TYPES, make_noise, mix_at_snr
 
-CORPUS_VERSION = 2  # 2: ked is trained too (at its train warps), dev has all three Festival voices
+# 2: ked is trained too (at its train warps), dev has all three Festival voices
+# 3: Piper speakers; speech regions; train streams/crops; dev_long/test_long
+CORPUS_VERSION = 3
 ESPEAK_ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
                   "en-029", "en-us-nyc"]
 # espeak-ng variants that still sound like speech (whisper/croak-style ones are dropped).
@@ -50,6 +61,11 @@ FESTIVAL_DEV_WARPS = (0.92, 1.08)
 FESTIVAL_TEST_WARPS = (0.88, 0.96, 1.0, 1.04, 1.12)
 FLITE_VOICES = ("kal16", "awb", "rms", "slt")
 SNRS_DB = (20, 10, 5)
+# Piper speakers: (warp, formant) of the one bundled voice. No dev/test warp is a train warp.
+PIPER_TRAIN_WARPS = (0.84, 0.92, 1.0, 1.08, 1.16)
+PIPER_TRAIN_FORMANTS = (0.9, 0.96, 1.04, 1.1)
+PIPER_DEV_VOICES = ((0.88, 1.0), (1.04, 0.93), (1.12, 1.07))
+PIPER_TEST_VOICES = ((0.88, 1.07), (0.96, 0.93), (0.96, 1.0), (1.04, 1.07), (1.12, 0.96))
 
 
 @dataclass(frozen=True)
@@ -57,19 +73,33 @@ class Speaker:
     id: int
     synth: str  # espeak | festival | flite
     voice: str
-    rate: float  # espeak words/min; festival/flite duration stretch
+    rate: float  # espeak words/min; festival/flite duration stretch; piper length scale
     pitch: int  # espeak pitch 0..99; unused elsewhere
     warp: float  # resampling factor (vocal-tract length / pitch), 1.0 = none
+    formant: float = 1.0  # formant-only warp after the resampling (piper), 1.0 = none
+    noise_scale: float = 0.0  # piper VITS noise scales (prosody / duration variation)
+    noise_w: float = 0.0
 
 
 @dataclass(frozen=True)
 class SynthConfig:
     """Args:
-        hours: total clean hours over train+dev+test (noisy copies come on top).
+        hours: total clean hours of distinct utterances over train+dev+test (noisy copies and long-form
+            items are re-arrangements of that audio and come on top).
         seed: everything is a function of it.
-        festival_share: fraction of utterances spoken by Festival speakers (rest espeak-ng).
+        festival_share / piper_share: fractions of utterances spoken by Festival / Piper speakers (rest
+            espeak-ng); the Flite split is separate.
         dev_fraction / test_fraction: of the hours, capped by dev_max_hours / test_max_hours.
         unseen_synth_utterances: size of the Flite-only split (0 disables it).
+        train_stream_share / train_crop_share: duration of train streams / crops as a fraction of the train
+            utterance hours, made from that same audio (on top of `hours`). At 0.15 each, train.jsonl holds
+            1.3× the train utterance hours, 23 % of it long-form: enough to learn boundaries and cut-off
+            words, little enough that single utterances keep most of the gradient (a stream-only
+            fine-tune doubled single-utterance WER here).
+        stream_seconds / crop_seconds: length ranges of one stream / crop.
+        long_min_s / long_max_s: length range of a dev_long/test_long recording; a split too small for one
+            recording of long_min_s gets none (recorded in corpus.json).
+        dev_long_recordings / test_long_recordings: how many recordings, at most (each utterance once).
     """
 
     hours: float = 8.0
@@ -81,29 +111,51 @@ class SynthConfig:
     test_max_hours: float = 0.3
     unseen_synth_utterances: int = 150
     snrs_db: tuple[int, ...] = SNRS_DB
+    piper_share: float = 0.2
+    train_stream_share: float = 0.15
+    train_crop_share: float = 0.15
+    stream_seconds: tuple[float, float] = (4.0, 16.0)
+    crop_seconds: tuple[float, float] = (2.0, 10.0)
+    long_min_s: float = 60.0
+    long_max_s: float = 150.0
+    dev_long_recordings: int = 4
+    test_long_recordings: int = 10
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
 
     def __post_init__(self):
         if not self.hours > 0:
             raise ValueError(f"hours must be > 0, got {self.hours}")
-        if not 0 <= self.festival_share <= 1:
-            raise ValueError(f"festival_share must be in [0, 1], got {self.festival_share}")
+        for name in ("festival_share", "piper_share", "train_stream_share", "train_crop_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.festival_share + self.piper_share > 1:
+            raise ValueError(f"festival_share + piper_share must be <= 1, got {self.festival_share} + "
+                             f"{self.piper_share}")
+        for name in ("stream_seconds", "crop_seconds"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {(lo, hi)}")
+        if not 0 < self.long_min_s <= self.long_max_s:
+            raise ValueError(f"need 0 < long_min_s <= long_max_s, got {self.long_min_s}, {self.long_max_s}")
 
     def key(self) -> dict:
         d = asdict(self)
         d.pop("workers")
-        d["snrs_db"] = list(self.snrs_db)
+        d.update({k: list(v) for k, v in d.items() if isinstance(v, tuple)})  # as corpus.json reads back
         d["version"] = CORPUS_VERSION
         return d
 
 
-def check_tools(festival: bool = True, flite: bool = True) -> None:
+def check_tools(festival: bool = True, flite: bool = True, piper: bool = False) -> None:
     missing = [t for t, need in (("espeak-ng", True), ("festival", festival), ("flite", flite))
                if need and shutil.which(t) is None]
     if missing:
         raise RuntimeError(f"missing text-to-speech programs: {', '.join(missing)} "
                            "(install: apt-get install espeak-ng festival festvox-kallpc16k festvox-kdlpc16k "
                            "festvox-us-slt-hts flite)")
+    if piper and not neural_tts.piper_available():
+        raise RuntimeError(f"missing Piper text-to-speech ({neural_tts.PIPER_INSTALL}, or ./setup.sh; "
+                           "piper_share=0 builds without it)")
 
 
 def _rng(*parts) -> random.Random:
@@ -143,6 +195,12 @@ def build_speakers(seed: int) -> dict[str, list[Speaker]]:
     for voice in FLITE_VOICES:
         for w in (0.94, 1.0, 1.06):
             add("test_unseen_synth", synth="flite", voice=voice, rate=round(r.uniform(0.9, 1.2), 2), pitch=0, warp=w)
+    piper_voices = {"train": [(w, f) for w in PIPER_TRAIN_WARPS for f in PIPER_TRAIN_FORMANTS for _ in range(2)],
+                    "dev": list(PIPER_DEV_VOICES), "test": list(PIPER_TEST_VOICES)}
+    for split, voices in piper_voices.items():  # drawn after the others: their speakers stay as in v2
+        for w, f in voices:
+            add(split, synth="piper", voice=f"joe+w{w:.2f}+f{f:.2f}", rate=round(r.uniform(0.85, 1.2), 3), pitch=0,
+                warp=w, formant=f, noise_scale=round(r.uniform(0.4, 0.9), 3), noise_w=round(r.uniform(0.4, 1.0), 3))
     return out
 
 
@@ -161,12 +219,14 @@ class Planned:
         return f"{split_dir or self.split}/{self.speaker.id}/1/{self.utt_id}.flac"
 
 
-def plan(split: str, index: int, speakers: list[Speaker], seed: int, festival_share: float) -> Planned:
+def plan(split: str, index: int, speakers: list[Speaker], seed: int, festival_share: float,
+         piper_share: float = 0.0) -> Planned:
     r = _rng(seed, split, index)
     if split == "test_unseen_synth":
         pool = speakers
     else:
-        want = "festival" if r.random() < festival_share else "espeak"
+        u = r.random()  # one draw, as in v2: with piper_share 0 the plan is v2's
+        want = "festival" if u < festival_share else "piper" if u < festival_share + piper_share else "espeak"
         pool = [s for s in speakers if s.synth == want] or speakers
     return Planned(split, index, r.choice(pool), sample_sentence(r))
 
@@ -185,6 +245,8 @@ def _finish(x: np.ndarray, sr: int, p: Planned) -> np.ndarray:
     r = _rng("post", p.split, p.index, p.speaker.id)
     # Treating the audio as if sampled at sr*warp shifts pitch and formants (a different vocal tract).
     x = soxr.resample(x, sr * p.speaker.warp, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    if p.speaker.formant != 1.0:
+        x = formant_warp(x, p.speaker.formant)
     env = np.abs(x)
     thr = env.max() * 0.01
     idx = np.nonzero(env > thr)[0]
@@ -224,15 +286,29 @@ def _synth_flite(p: Planned, tmp: Path) -> np.ndarray:
     return _read_wav(str(out))
 
 
-def synthesize_chunk(items: list[Planned], root: str) -> list[float]:
-    """Synthesize and write each planned utterance (skipping files already there); return durations."""
+def _synth_piper(p: Planned) -> tuple[np.ndarray, int]:
+    """The speaker's length scale (× warp, which the resampling in _finish undoes: tempo is kept) ±5 %."""
+    s = p.speaker
+    r = _rng("prosody", p.split, p.index)
+    return neural_tts.synthesize(p.text, seed=r.getrandbits(31), length_scale=s.rate * s.warp * r.uniform(0.95, 1.05),
+                                 noise_scale=s.noise_scale, noise_w=s.noise_w)
+
+
+def _measured(y: np.ndarray) -> tuple[float, tuple[float, float]]:
+    s0, s1 = longform.speech_region(y)
+    return len(y) / SAMPLE_RATE, (round(s0 / SAMPLE_RATE, 4), round(s1 / SAMPLE_RATE, 4))
+
+
+def synthesize_chunk(items: list[Planned], root: str) -> list[tuple[float, tuple[float, float]]]:
+    """Synthesize and write each planned utterance (skipping files already there); return (duration,
+    speech region in seconds) of each."""
     rootp = Path(root)
-    durations: dict[int, float] = {}
+    durations: dict[int, tuple] = {}
     todo = []
     for p in items:
         f = rootp / p.relpath()
         if f.exists():
-            durations[p.index] = sf.info(str(f)).frames / SAMPLE_RATE
+            durations[p.index] = _measured(sf.read(str(f), dtype="float32")[0])
         else:
             todo.append(p)
     with tempfile.TemporaryDirectory(prefix="w2vc-synth-") as td:
@@ -244,43 +320,51 @@ def synthesize_chunk(items: list[Planned], root: str) -> list[float]:
                 x, sr = _synth_espeak(p)
             elif p.speaker.synth == "festival":
                 x, sr = fest_audio[p.index]
+            elif p.speaker.synth == "piper":
+                x, sr = _synth_piper(p)
             else:
                 x, sr = _synth_flite(p, tmp)
             y = _finish(x, sr, p)
             write_flac(rootp / p.relpath(), y)
-            durations[p.index] = len(y) / SAMPLE_RATE
+            # measured on what the file holds (16 bit), as a resumed run measures it
+            durations[p.index] = _measured(sf.read(str(rootp / p.relpath()), dtype="float32")[0])
     return [durations[p.index] for p in items]
 
 
-def _chunks(seq: list, n: int) -> Iterable[list]:
-    for i in range(0, len(seq), n):
-        yield seq[i:i + n]
-
-
 def _synth_split(split: str, target_s: float | None, count: int | None, speakers, cfg: SynthConfig,
-                 root: Path, pool: ProcessPoolExecutor) -> list[tuple[Planned, float]]:
-    """Plan utterances until the target duration (or count) is reached; keep exactly that prefix."""
-    kept: list[tuple[Planned, float]] = []
+                 root: Path, pool: ProcessPoolExecutor) -> list[tuple[Planned, tuple]]:
+    """Plan utterances until the target duration (or count) is reached; keep exactly that prefix.
+
+    The prefix does not depend on how the plan is cut into rounds and chunks (each utterance is a function
+    of (seed, split, index)), so rounds are sized to overshoot the target only a little."""
+    kept: list[tuple[Planned, tuple]] = []
     total, start = 0.0, 0
     bar = tqdm(total=round(target_s / 3600, 3) if target_s else count, desc=f"synth {split}",
                unit="h" if target_s else "utt", leave=False,
                bar_format="{l_bar}{bar}| {n:.2f}/{total} {unit} [{elapsed}<{remaining}]")
     while True:
-        batch = target_s and max(64, int((target_s - total) / 2.5 * 1.1)) or (count - start)
-        planned = [plan(split, i, speakers, cfg.seed, cfg.festival_share) for i in range(start, start + batch)]
+        batch = target_s and max(4, int((target_s - total) / 2.5 * 1.1)) or (count - start)
+        planned = [plan(split, i, speakers, cfg.seed, cfg.festival_share, cfg.piper_share)
+                   for i in range(start, start + batch)]
         start += batch
-        futures = [pool.submit(synthesize_chunk, c, str(root)) for c in _chunks(planned, 40)]
+        # chunks dealt round-robin from the plan sorted by synthesizer: each gets its share of the slow
+        # (Piper, Festival) utterances, so no worker is left with most of them
+        n_chunks = min(batch, max(cfg.workers, -(-batch // 40)))
+        by_synth = sorted(planned, key=lambda p: (p.speaker.synth, p.index))
+        chunks = [by_synth[k::n_chunks] for k in range(n_chunks)]
+        futures = [pool.submit(synthesize_chunk, c, str(root)) for c in chunks]
+        results = {p.index: d for c, fut in zip(chunks, futures) for p, d in zip(c, fut.result())}
         done = False
-        for c, fut in zip(_chunks(planned, 40), futures):
-            for p, d in zip(c, fut.result()):
-                if done:
-                    (root / p.relpath()).unlink(missing_ok=True)  # overshoot of this round
-                    continue
-                kept.append((p, d))
-                total += d
-                bar.update(d / 3600 if target_s else 1)
-                if (target_s and total >= target_s) or (count and len(kept) >= count):
-                    done = True
+        for p in planned:
+            d = results[p.index]
+            if done:
+                (root / p.relpath()).unlink(missing_ok=True)  # overshoot of this round
+                continue
+            kept.append((p, d))
+            total += d[0]
+            bar.update(d[0] / 3600 if target_s else 1)
+            if (target_s and total >= target_s) or (count and len(kept) >= count):
+                done = True
         if done:
             bar.close()
             return kept
@@ -321,6 +405,27 @@ def _noisy_copies(root: Path, test_rows: list[dict], cfg: SynthConfig) -> dict[s
     return out
 
 
+def _check_held_out(rows: dict[str, list[dict]], speakers: dict[str, list[Speaker]]) -> None:
+    """No dev/test voice is a train voice; long recordings use only their own split's utterances."""
+    by_id = {s.id: s for ss in speakers.values() for s in ss}
+
+    def voice(spk):
+        s = by_id[spk]
+        return s.synth, s.voice, s.warp, s.formant
+
+    train = {voice(s) for r in rows["train"] for s in r.get("speakers", [r["speaker"]])}
+    for split in ("dev", "test", "test_unseen_synth"):
+        held = {voice(r["speaker"]) for r in rows.get(split, [])}
+        assert not held & train, f"{split} voices leaked into train: {sorted(held & train)[:3]}"
+    for split in ("dev_long", "test_long"):
+        src = rows.get(split.removesuffix("_long"), [])
+        ids, spks = {r["id"] for r in src}, {r["speaker"] for r in src}
+        for r in rows.get(split, []):
+            assert set(r["parts"]) <= ids and set(r["speakers"]) <= spks, f"{r['id']}: parts from outside {split}"
+    for r in rows["train"]:
+        assert set(r.get("speakers", [r["speaker"]])) <= {s.id for s in speakers["train"]}, r["id"]
+
+
 def synthesize_corpus(out: str | os.PathLike, cfg: SynthConfig, progress: bool = True) -> dict:
     """Build (or find cached) the corpus under `out`; return its summary (also written to corpus.json)."""
     root = Path(out)
@@ -332,7 +437,7 @@ def synthesize_corpus(out: str | os.PathLike, cfg: SynthConfig, progress: bool =
             return meta
         raise FileExistsError(f"{root} holds a corpus made with other settings; choose another --out "
                               "(nothing is deleted)")
-    check_tools(festival=cfg.festival_share > 0, flite=cfg.unseen_synth_utterances > 0)
+    check_tools(festival=cfg.festival_share > 0, flite=cfg.unseen_synth_utterances > 0, piper=cfg.piper_share > 0)
     root.mkdir(parents=True, exist_ok=True)
     speakers = build_speakers(cfg.seed)
     dev_s = min(cfg.hours * cfg.dev_fraction, cfg.dev_max_hours) * 3600
@@ -346,22 +451,36 @@ def synthesize_corpus(out: str | os.PathLike, cfg: SynthConfig, progress: bool =
                 continue
             kept = _synth_split(split, secs, count, speakers[split], cfg, root, pool)
             rows[split] = [{"id": p.utt_id, "path": p.relpath(), "text": p.text.upper(), "speaker": p.speaker.id,
-                            "synth": p.speaker.synth, "voice": p.speaker.voice, "duration": round(d, 4)}
-                           for p, d in kept]
+                            "synth": p.speaker.synth, "voice": p.speaker.voice, "duration": round(d, 4),
+                            "kind": "utt", "speech": list(region)}
+                           for p, (d, region) in kept]
             _write_split(root, split, rows[split])
-    rows.update(_noisy_copies(root, rows["test"], cfg))
+        rows.update(_noisy_copies(root, rows["test"], cfg))
+        notes = longform.build(root, rows, cfg, pool)
+    for split in ("train", "dev_long", "test_long"):
+        if split in rows:
+            _write_split(root, split, rows[split])
+    _check_held_out(rows, speakers)
     speakers_json = {s.id: asdict(s) for ss in speakers.values() for s in ss}
     (root / "speakers.json").write_text(json.dumps(speakers_json, indent=1))
     summary = {}
     for split, rs in rows.items():
+        talkers = {s for r in rs for s in r.get("speakers", [r["speaker"]])}  # a long item counts its parts'
         summary[split] = {"hours": round(sum(r["duration"] for r in rs) / 3600, 4), "utterances": len(rs),
-                          "speakers": len({r["speaker"] for r in rs}),
-                          "voices": len({(r["synth"], r["voice"]) for r in rs}),
-                          "synths": sorted({r["synth"] for r in rs})}
-    train_voices = {(r["synth"], r["voice"], r["speaker"]) for r in rows["train"]}
-    test_speakers = {r["speaker"] for r in rows["test"]}
-    assert not test_speakers & {s for _, _, s in train_voices}, "test speakers leaked into train"
-    meta = {"config": cfg.key(), "splits": summary, "cached": False}
+                          "speakers": len(talkers),
+                          "voices": len({(speakers_json[s]["synth"], speakers_json[s]["voice"]) for s in talkers}),
+                          "synths": sorted({x for r in rs for x in r.get("synths", [r["synth"]])})}
+        kinds = {}
+        for r in rs:
+            kinds[r.get("kind", "utt")] = kinds.get(r.get("kind", "utt"), 0.0) + r["duration"] / 3600
+        if len(kinds) > 1 or "utt" not in kinds:
+            summary[split]["kinds"] = {k: round(v, 4) for k, v in kinds.items()}
+        if split.endswith("_long"):
+            summary[split]["seconds"] = [round(min(r["duration"] for r in rs), 1), round(max(r["duration"] for r in rs), 1)]
+    train_h = summary["train"]["hours"]
+    long_h = sum(v for k, v in summary["train"].get("kinds", {}).items() if k != "utt")
+    meta = {"config": cfg.key(), "splits": summary,
+            "long_form": {"train_share": round(long_h / train_h, 4) if train_h else 0.0, **notes}, "cached": False}
     tmp = meta_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(meta, indent=1))
     os.replace(tmp, meta_file)  # written last: its presence means the corpus is complete

@@ -1,0 +1,1 @@
+"""Data layer: audio decoding, corpus readers, noise, augmentation, offline corpus synthesis (stands on w2vc.core)."""

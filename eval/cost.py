@@ -81,27 +81,10 @@ class CostResult:
 
     def metrics(self) -> dict[str, float]:
         """Flat figures for MLflow/Pareto: headline (3 s) names plus `_<s>s`-suffixed ones per length."""
-        h = self.headline
-        m = {"latency_p50_ms": h.latency_p50_ms, "latency_p90_ms": h.latency_p90_ms, "rtf": h.rtf,
-             "cpu_ms_p50": h.cpu_ms_p50, "size_mb": self.size_mb, "params_m": self.params_m,
-             "peak_rss_mb": self.peak_rss_mb}
-        if h.gflops is not None:
-            m["gflops"] = h.gflops
-        if h.latency_p50_low_ms is not None:
-            m.update(latency_p50_ms_lo=h.latency_p50_low_ms, latency_p50_ms_hi=h.latency_p50_high_ms,
-                     latency_spread=h.spread, latency_processes=h.processes, latency_stable=float(h.stable))
+        m = {"size_mb": self.size_mb, "params_m": self.params_m, "peak_rss_mb": self.peak_rss_mb}
         if self.quantized_size_mb is not None:
             m["quantized_size_mb"] = self.quantized_size_mb
-        for lc in self.lengths:
-            s = f"_{lc.seconds:g}s"
-            m.update({f"latency_p50_ms{s}": lc.latency_p50_ms, f"latency_p90_ms{s}": lc.latency_p90_ms,
-                      f"rtf{s}": lc.rtf, f"cpu_ms_p50{s}": lc.cpu_ms_p50})
-            if lc.latency_p50_low_ms is not None:
-                m.update({f"latency_p50_ms_lo{s}": lc.latency_p50_low_ms,
-                          f"latency_p50_ms_hi{s}": lc.latency_p50_high_ms, f"latency_spread{s}": lc.spread})
-            if lc.gflops is not None:
-                m[f"gflops{s}"] = lc.gflops
-        return m
+        return {**length_metrics(self.lengths), **m}
 
     def params(self) -> dict:
         return {"model": self.model, "arch": self.arch, "runtime": self.runtime, "precision": self.precision,
@@ -128,6 +111,29 @@ class CostResult:
         kw = {k: v for k, v in d.items() if k in known}
         kw["lengths"] = [LengthCost(**lc) for lc in d["lengths"]]
         return cls(**kw)
+
+
+def length_metrics(lengths: Sequence[LengthCost]) -> dict[str, float]:
+    """Latency (and GFLOPs) figures of measured lengths: headline names plus `_<s>s`-suffixed ones; the
+    interval and spread over processes where several were timed."""
+    h = headline_of(list(lengths))
+    m = {"latency_p50_ms": h.latency_p50_ms, "latency_p90_ms": h.latency_p90_ms, "rtf": h.rtf,
+         "cpu_ms_p50": h.cpu_ms_p50}
+    if h.gflops is not None:
+        m["gflops"] = h.gflops
+    if h.latency_p50_low_ms is not None:
+        m.update(latency_p50_ms_lo=h.latency_p50_low_ms, latency_p50_ms_hi=h.latency_p50_high_ms,
+                 latency_spread=h.spread, latency_processes=h.processes, latency_stable=float(h.stable))
+    for lc in lengths:
+        s = f"_{lc.seconds:g}s"
+        m.update({f"latency_p50_ms{s}": lc.latency_p50_ms, f"latency_p90_ms{s}": lc.latency_p90_ms,
+                  f"rtf{s}": lc.rtf, f"cpu_ms_p50{s}": lc.cpu_ms_p50})
+        if lc.latency_p50_low_ms is not None:
+            m.update({f"latency_p50_ms_lo{s}": lc.latency_p50_low_ms,
+                      f"latency_p50_ms_hi{s}": lc.latency_p50_high_ms, f"latency_spread{s}": lc.spread})
+        if lc.gflops is not None:
+            m[f"gflops{s}"] = lc.gflops
+    return m
 
 
 def _secs(lengths: Sequence[LengthCost]) -> str:

@@ -26,6 +26,7 @@ from w2vc.core.load import load
 from w2vc.core.runnable import Transcriber
 from w2vc.data.datasets import Dataset, DatasetError, load_dataset
 from w2vc.eval.longform import LongOptions, LongResult, evaluate_long, find_long_sets
+from w2vc.eval.stats import wer_interval
 from w2vc.eval.tracking import DEFAULT_EXPERIMENT, LoggedRun, log_run
 from w2vc.eval.wer import UtteranceError, word_error_rate
 
@@ -162,6 +163,9 @@ class EvalResult:
         m: dict[str, float] = {}
         for s in self.sets:
             m[f"wer_{s.name}"] = s.wer
+            if s.utterances:  # 95 % bootstrap interval over utterances (eval/stats.py)
+                ci = wer_interval([u.errors for u in s.utterances], [u.ref_words for u in s.utterances])
+                m[f"wer_{s.name}_lo"], m[f"wer_{s.name}_hi"] = ci.low, ci.high
             m[f"cer_{s.name}"] = s.cer
             m["n_utterances" if s.name == "clean" else f"n_utterances_{s.name}"] = s.n_utterances
         m["skipped_files"] = self.skipped_files
@@ -192,12 +196,15 @@ class EvalResult:
                 **({"long": self.long.to_dict(with_utterances)} if self.long else {})}
 
     def table(self) -> str:
-        lines = [f"{'set':<14}{'utts':>6}{'WER %':>8}{'CER %':>8}{'sub/del/ins':>16}{'skipped':>9}"
+        lines = [f"{'set':<14}{'utts':>6}{'WER %':>8}{'95 % CI':>14}{'CER %':>8}{'sub/del/ins':>16}{'skipped':>9}"
                  f"{'audio min':>11}{'x RT':>7}"]
+        m = self.metrics
         for s in self.sets:
             sdi = f"{s.substitutions}/{s.deletions}/{s.insertions}"
             rt = s.audio_seconds / s.transcribe_seconds if s.transcribe_seconds > 0 else float("nan")
-            lines.append(f"{s.name:<14}{s.n_utterances:>6}{100 * s.wer:>8.2f}{100 * s.cer:>8.2f}{sdi:>16}"
+            lo, hi = m.get(f"wer_{s.name}_lo", float("nan")), m.get(f"wer_{s.name}_hi", float("nan"))
+            ci = f"{100 * lo:.2f}-{100 * hi:.2f}"
+            lines.append(f"{s.name:<14}{s.n_utterances:>6}{100 * s.wer:>8.2f}{ci:>14}{100 * s.cer:>8.2f}{sdi:>16}"
                          f"{len(s.skipped):>9}{s.audio_seconds / 60:>11.2f}{rt:>7.1f}")
         return "\n".join(lines)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from w2vc.eval.cost import CostConfig, CostResult
-from w2vc.eval.latency import combine_processes
+from w2vc.eval.latency import LengthCost, combine_processes
 from w2vc.eval.measure import measure_cost
 
 
@@ -85,25 +85,32 @@ class CostJob:
 
 
 def measure_costs(jobs: Sequence[CostJob], cfg: CostConfig, progress: bool = False) -> list[CostResult]:
-    """Every job measured in `cfg.processes` fresh processes, the processes of all jobs interleaved (round
-    robin, the order rotated each round), so a slow spell of the machine hits every model alike instead of
-    one model's only process. Round 0 measures everything (size, peak RSS, FLOPs, latency); later rounds
-    time only. Per length, the figure is the median of the per-process p50s with a bootstrap interval;
-    a spread (max/min) above `cfg.max_spread` gets `cfg.extra_processes` more processes, and a figure
-    that still spreads is flagged `stable=False`, never silently used as if it were steady."""
+    """Every job measured once in full in a fresh process (size, peak RSS, FLOPs, latency), then timed in
+    `cfg.processes - 1` more fresh processes (`time_interleaved`); the latency figures combine all of them."""
     if not jobs:
         return []
-    timing = replace(cfg, count_flops=False)
-    total = len(jobs) * cfg.processes
-    bar = tqdm(total=total, desc="latency", unit="proc", disable=not progress, leave=False)
-    first: list[CostResult] = []
-    for j in jobs:
-        first.append(measure_cost_isolated(j.model, arch=j.arch, cfg=cfg, name=j.name, cost_only=j.cost_only))
-        bar.update(1)
-    runs: list[list[CostResult]] = [[r] for r in first]
+    first = [measure_cost_isolated(j.model, arch=j.arch, cfg=cfg, name=j.name, cost_only=j.cost_only)
+             for j in jobs]
+    lengths = time_interleaved(jobs, cfg, progress, first=first)
+    return [replace(r, lengths=ls, notes=r.notes + _unstable_note(ls, cfg),
+                    load_avg_1m=max(r.load_avg_1m or 0.0, *(lc.load_avg_1m or 0.0 for lc in ls)) or None)
+            for r, ls in zip(first, lengths)]
 
-    def more(indices: list[int], rounds: int) -> None:
-        for r in range(rounds):
+
+def time_interleaved(jobs: Sequence[CostJob], cfg: CostConfig, progress: bool = False,
+                     first: Sequence[CostResult] | None = None) -> list[list[LengthCost]]:
+    """Latency of every job over fresh processes whose order interleaves the jobs (round robin, rotated
+    each round), so a slow spell of the machine hits every model alike instead of one model's only process.
+    `first`: processes already measured (one per job), counted in. Per length, the figure is the median of
+    the per-process p50s with a bootstrap interval; a spread (max/min) above `cfg.max_spread` gets
+    `cfg.extra_processes` more processes, and one that still spreads is flagged `stable=False`."""
+    timing = replace(cfg, count_flops=False)
+    runs: list[list[CostResult]] = [[r] for r in first] if first else [[] for _ in jobs]
+    todo = cfg.processes - (1 if first else 0)
+    bar = tqdm(total=len(jobs) * todo, desc="latency", unit="proc", disable=not progress, leave=False)
+
+    def rounds(indices: list[int], n: int) -> None:
+        for r in range(n):
             k = r % len(indices)
             for i in indices[k:] + indices[:k]:
                 j = jobs[i]
@@ -111,26 +118,26 @@ def measure_costs(jobs: Sequence[CostJob], cfg: CostConfig, progress: bool = Fal
                                                      cost_only=j.cost_only))
                 bar.update(1)
 
-    more(list(range(len(jobs))), cfg.processes - 1)
-    out = [_combined(first[i], runs[i], cfg) for i in range(len(jobs))]
-    shaky = [i for i, r in enumerate(out) if not all(lc.stable for lc in r.lengths)]
+    def combined(i: int) -> list[LengthCost]:
+        out = []
+        for lc in runs[i][0].lengths:
+            c = combine_processes([r.at(lc.seconds) for r in runs[i]], cfg.max_spread)
+            c.gflops, c.load_avg_1m = lc.gflops, max((r.load_avg_1m or 0.0) for r in runs[i]) or None
+            out.append(c)
+        return out
+
+    rounds(list(range(len(jobs))), todo)
+    out = [combined(i) for i in range(len(jobs))]
+    shaky = [i for i, ls in enumerate(out) if not all(lc.stable for lc in ls)]
     if shaky and cfg.extra_processes and cfg.processes > 1:
         bar.total += len(shaky) * cfg.extra_processes
-        more(shaky, cfg.extra_processes)
+        rounds(shaky, cfg.extra_processes)
         for i in shaky:
-            out[i] = _combined(first[i], runs[i], cfg)
-            if not all(lc.stable for lc in out[i].lengths):
-                out[i].notes.append(f"latency unstable: per-process p50 spread {out[i].headline.spread:.2f} > "
-                                    f"{cfg.max_spread} after {out[i].headline.processes} processes")
+            out[i] = combined(i)
     bar.close()
     return out
 
 
-def _combined(first: CostResult, runs: list[CostResult], cfg: CostConfig) -> CostResult:
-    lengths = []
-    for lc in first.lengths:
-        per = [r.at(lc.seconds) for r in runs]
-        combined = combine_processes(per, cfg.max_spread)
-        combined.gflops = lc.gflops
-        lengths.append(combined)
-    return replace(first, lengths=lengths, load_avg_1m=max((r.load_avg_1m or 0.0) for r in runs) or None)
+def _unstable_note(lengths: list[LengthCost], cfg: CostConfig) -> list[str]:
+    return [f"latency unstable at {lc.seconds:g} s: per-process p50 spread {lc.spread:.2f} > {cfg.max_spread} "
+            f"after {lc.processes} processes" for lc in lengths if not lc.stable]

@@ -37,6 +37,7 @@ class LengthCost:
     spread: float = 1.0  # max / min of the per-process p50s
     stable: bool = True
     process_p50_ms: list[float] | None = None
+    load_avg_1m: float | None = None  # the highest over its processes
 
 
 def default_threads() -> int:

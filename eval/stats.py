@@ -70,3 +70,22 @@ def median_interval(values: Sequence[float], n_boot: int = N_BOOT, seed: int = 0
     boot = np.median(v[_resample_index(len(v), n_boot, seed)], axis=1)
     a = (1 - level) / 2
     return Interval(float(np.median(v)), float(np.quantile(boot, a)), float(np.quantile(boot, 1 - a)))
+
+
+def utterance_errors(transcripts_tsv: str) -> dict[str, tuple[int, int]]:
+    """id -> (errors, reference words) from a transcripts TSV (eval's per-utterance file)."""
+    out = {}
+    for line in transcripts_tsv.splitlines()[1:]:
+        cols = line.split("\t")
+        if len(cols) >= 5:
+            out[cols[0]] = (int(cols[-2]), int(cols[-1]))
+    return out
+
+
+def paired_from_transcripts(tsv_a: str, tsv_b: str, **kw) -> Interval | None:
+    """WER(a) - WER(b) over the utterances both transcript files hold (None when they share none)."""
+    a, b = utterance_errors(tsv_a), utterance_errors(tsv_b)
+    ids = [u for u in a if u in b]
+    if not ids:
+        return None
+    return paired_wer_difference([a[u][0] for u in ids], [b[u][0] for u in ids], [a[u][1] for u in ids], **kw)

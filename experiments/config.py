@@ -25,11 +25,29 @@ __all__ = ["Candidate", "ConfigError", "DataConfig", "EvalConfig", "ExportPicks"
 
 @dataclass(frozen=True)
 class DataConfig(ConfigBase):
+    """corpus / hours / seed: where the corpus is and how `w2vc data synth` makes it when missing;
+    synth: further SynthConfig options (e.g. piper_share: 0), checked at parse time."""
+
     WHAT = "data"
 
     corpus: str = "data/corpus"
     hours: float = 8.0
     seed: int = 0
+    synth: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        from dataclasses import fields as dc_fields
+
+        from w2vc.core.config import check_keys
+        from w2vc.data.synth import SynthConfig
+
+        check_keys(self.synth, [f.name for f in dc_fields(SynthConfig) if f.name not in ("hours", "seed")],
+                   "data.synth")
+
+    def synth_config(self):
+        from w2vc.data.synth import SynthConfig
+
+        return SynthConfig(hours=self.hours, seed=self.seed, **self.synth)
 
 
 @dataclass(frozen=True)
@@ -38,6 +56,10 @@ class EvalConfig(ConfigBase):
         split: the clean test split; sets: which of its scored sets count (clean, snr20, snr10, snr5,
         unseen_synth); limit: utterances per set (None = all); threads: for latency and WER runs;
         seconds: audio lengths for latency (the first is the headline); repeats: timed runs per length.
+        processes / min_time_s / max_spread: latency methodology (w2vc.eval.cost.CostConfig): fresh processes
+        per candidate, interleaved over candidates; seconds of timed runs per process at least; per-process
+        spread above which a figure is re-measured, then flagged.
+        reference: the candidate whose WER every other one is compared with on the same utterances.
     """
 
     WHAT = "eval"
@@ -48,6 +70,10 @@ class EvalConfig(ConfigBase):
     threads: int | None = None
     seconds: tuple[float, ...] = (3.0,)
     repeats: int = 20
+    processes: int = 5
+    min_time_s: float = 1.0
+    max_spread: float = 1.2
+    reference: str = "teacher"
 
 
 @dataclass(frozen=True)
@@ -250,6 +276,10 @@ def _expand(c: dict, i: int) -> list[Candidate]:
 def _check_step_options(kind: str, params: dict, data: str, where: str) -> None:
     """A step's options against its typed config, now rather than when the step runs."""
     try:
+        if kind == "quantize" and "accuracy_control" in params:  # resolved by the runner, checked here
+            from w2vc.experiments.accuracy_control import check_step_params
+
+            params = check_step_params(params)
         get_step(kind).make_config(params, data)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{where}: {e}") from None

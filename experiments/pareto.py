@@ -191,6 +191,10 @@ def plot(res: ParetoResult, x: str, y: str, path: str | Path, label: str = "name
     for r in pts:
         color = "tab:red" if r["knee"] else "tab:orange" if r["pareto"] else "tab:gray"
         ax.scatter(float(r[x]), float(r[y]), c=color, s=60 if r["pareto"] else 30, zorder=3)
+        err = {a: [[float(r[k]) - float(r[f"{k}_lo"])], [float(r[f"{k}_hi"]) - float(r[k])]]
+               for a, k in (("xerr", x), ("yerr", y)) if not _isnan(r.get(f"{k}_lo")) and not _isnan(r.get(f"{k}_hi"))}
+        if err:  # 95 % intervals where the figure has one
+            ax.errorbar(float(r[x]), float(r[y]), fmt="none", ecolor=color, elinewidth=0.8, alpha=0.7, **err)
         ax.annotate(str(r.get(label, "")), (float(r[x]), float(r[y])), fontsize=7, xytext=(4, 3),
                     textcoords="offset points")
     front2 = sorted((r for r in pts if r["pareto"]), key=lambda r: float(r[x]))

@@ -84,26 +84,33 @@ class Sweep:
         return self.root / "evals"
 
 
-def run_sweep(cfg: SweepConfig, progress: bool = True, log_mlflow: bool = True) -> SweepResult:
-    """Every candidate built, measured and logged, then the Pareto selection reported and its picks exported.
-    Re-running resumes: cached steps and figures are reused and nothing is logged twice."""
+def run_sweep(cfg: SweepConfig, progress: bool = True, log_mlflow: bool = True,
+              remeasure: bool = False) -> SweepResult:
+    """Every candidate built and measured (WER, cost), all of them timed together (interleaved processes),
+    their WER compared with the reference's on the same utterances, then logged; the Pareto selection
+    reported and its picks exported. Re-running resumes: cached steps and figures are reused and nothing is
+    logged twice. `remeasure`: re-time every candidate (nothing is rebuilt), e.g. on a quieter machine."""
     sw = Sweep(cfg, started=time.time(), progress=progress)
     prepare(sw)
     if log_mlflow:
         open_tracking(sw)
     print(f"[2/5] {len(cfg.candidates)} candidates (cache: {sw.cache})")
-    results = []
+    recs = []
     bar = tqdm(cfg.candidates, desc="candidates", unit="cand", disable=not progress)
     for c in bar:
         bar.set_postfix_str(c.name)
-        results.append(run_candidate(sw, c))
+        recs.append(build_and_measure(sw, c))
     bar.close()
+    time_candidates(sw, recs, force=remeasure)
+    compare_with_reference(sw, recs)
+    results = [log_record(sw, rec, remeasured=remeasure) for rec in recs]
     print("[3/5] Pareto selection")
     res = P.select([r.row() for r in results], cfg.objectives, cfg.maximize, cfg.budgets)
-    rep = write_report(cfg, res, sw.root, time.time() - sw.started)
+    ties = find_ties(res, {r["name"]: r for r in recs}, cfg)
+    rep = write_report(cfg, res, sw.root, time.time() - sw.started, ties)
     print("[4/5] export of the picks")
     exports = export_picks(cfg, res, results, sw.tracker) if cfg.export.enabled else []
-    add_exports(rep, cfg, res, time.time() - sw.started, exports)
+    add_exports(rep, cfg, res, time.time() - sw.started, exports, ties)
     if sw.tracker is not None:
         log_selection(sw, res, results, rep)
     print("[5/5] done")
@@ -128,7 +135,7 @@ def prepare(sw: Sweep) -> None:
 
 
 def ensure_corpus(cfg: SweepConfig) -> None:
-    from w2vc.data.synth import SynthConfig, synthesize_corpus
+    from w2vc.data.synth import synthesize_corpus
 
     meta_file = Path(cfg.data.corpus) / "corpus.json"
     if meta_file.exists():  # any complete corpus is used as it is (its own settings are in corpus.json)
@@ -136,7 +143,7 @@ def ensure_corpus(cfg: SweepConfig) -> None:
         print(f"[1/5] corpus {cfg.data.corpus} (present: seed {made['seed']}, {made['hours']} h)")
     else:
         print(f"[1/5] corpus {cfg.data.corpus}: synthesizing (seed {cfg.data.seed}, {cfg.data.hours} h)")
-        synthesize_corpus(cfg.data.corpus, SynthConfig(hours=cfg.data.hours, seed=cfg.data.seed))
+        synthesize_corpus(cfg.data.corpus, cfg.data.synth_config())
 
 
 def load_eval_sets(cfg: SweepConfig, progress: bool = False):
@@ -176,16 +183,21 @@ def open_tracking(sw: Sweep) -> None:
 
 # ---------------------------------------------------------------------------------- build → measure → log
 
-def run_candidate(sw: Sweep, c: Candidate) -> CandidateResult:
-    """One candidate through build → measure → log, so each is on disk and in MLflow before the next."""
+def build_and_measure(sw: Sweep, c: Candidate) -> dict:
+    """One candidate built (step cache) and measured (WER, one-process cost): its record, on disk."""
     t0 = time.time()
     art = build_candidate(c, sw.cfg, sw.cache, progress=sw.progress)
-    key = _candidate_key(art, c, sw.cfg)
-    rec = measure(sw, c, art, key, t0)
-    cr = CandidateResult(c.name, rec["artifact"], rec["lineage"], rec["recipe"], rec["metrics"], key,
+    return measure(sw, c, art, _candidate_key(art, c, sw.cfg), t0)
+
+
+def log_record(sw: Sweep, rec: dict, remeasured: bool = False) -> CandidateResult:
+    cr = CandidateResult(rec["name"], rec["artifact"], rec["lineage"], rec["recipe"], rec["metrics"], rec["key"],
                          build_seconds=rec.get("build_seconds", 0.0))
     if sw.tracker is not None:
         cr.run_id = log_candidate(sw, cr, rec.get("texts", {}))
+        if remeasured:  # the run stays the candidate's; its latency metrics get the new values
+            sw.tracker.log_metrics(cr.run_id, {k: v for k, v in cr.metrics.items() if _is_timing(k)})
+            sw.tracker.set_tags(cr.run_id, {"w2vc.remeasured": str(len(rec.get("latency_history", [])))})
     return cr
 
 
@@ -206,6 +218,12 @@ def build_candidate(c: Candidate, cfg: SweepConfig, cache: Path, progress: bool 
     for s in c.steps:
         spec = get_step(s["kind"])
         params = _resolve_refs({k: v for k, v in s.items() if k != "kind"}, cfg)
+        control = None
+        if "accuracy_control" in params:  # a measured search picks keep_fp32 first (accuracy_control.py)
+            from w2vc.experiments.accuracy_control import StepControl
+
+            control = StepControl(art, params, cfg.data.corpus, cache, progress)
+            params = control.params
         step_cfg = spec.make_config(params, cfg.data.corpus)
         key = step_key(art.hash, s["kind"], step_cfg.to_dict())
         done = cache / key
@@ -218,6 +236,8 @@ def build_candidate(c: Candidate, cfg: SweepConfig, cache: Path, progress: bool 
                     shutil.rmtree(work, ignore_errors=True)  # the others restart
                 work.mkdir(parents=True, exist_ok=True)
                 out = spec(art, step_cfg, work / "out", ctx)
+                if control is not None:  # final dev check; report in <key>.accuracy.json and provenance
+                    control.finish(out, cache / f"{key}.accuracy.json")
                 os.replace(out.path, done)  # the cache entry appears only when the step finished
                 shutil.rmtree(work, ignore_errors=True)
         art = Artifact.open(done)
@@ -236,7 +256,7 @@ def measure(sw: Sweep, c: Candidate, art: Artifact, key: str, t0: float) -> dict
     if fig_file.exists():
         return json.loads(fig_file.read_text())
     metrics, texts = measure_candidate(art, sw.cfg, sw.eval_data)
-    rec = {"name": c.name, "key": key, "artifact": str(art.path), "metrics": metrics,
+    rec = {"name": c.name, "key": key, "artifact": str(art.path), "metrics": metrics, "timed": False,
            "lineage": art.provenance.get("lineage", []), "recipe": list(c.steps), "texts": texts,
            "build_seconds": round(time.time() - t0, 1)}
     _atomic_json(fig_file, rec)
@@ -244,7 +264,8 @@ def measure(sw: Sweep, c: Candidate, art: Artifact, key: str, t0: float) -> dict
 
 
 def measure_candidate(art: Artifact, cfg: SweepConfig, eval_data) -> tuple[dict, dict]:
-    """WER on the preloaded sets + cost in a clean child process. Returns (metrics, text artifacts)."""
+    """WER on the preloaded sets (with bootstrap intervals) + cost in a clean child process (size, peak RSS,
+    FLOPs, a first latency that `time_candidates` completes). Returns (metrics, text artifacts)."""
     from w2vc.core.load import load
     from w2vc.eval.evaluate import evaluate_model
     from w2vc.eval.isolation import measure_cost_isolated
@@ -252,10 +273,95 @@ def measure_candidate(art: Artifact, cfg: SweepConfig, eval_data) -> tuple[dict,
     tr = load(art, threads=cfg.eval.threads)
     res = evaluate_model(tr, eval_data, threads=cfg.eval.threads, model_name=str(art.path))
     metrics = {k: v for k, v in res.metrics.items()}
-    cost = measure_cost_isolated(str(art.path), seconds=cfg.eval.seconds, threads=cfg.eval.threads,
-                                 repeats=cfg.eval.repeats)
+    cost = measure_cost_isolated(str(art.path), cfg=cost_config(cfg))
     metrics.update(cost.metrics())
     return metrics, res.text_artifacts()
+
+
+def cost_config(cfg: SweepConfig):
+    from w2vc.eval.cost import CostConfig
+
+    e = cfg.eval
+    return CostConfig(seconds=e.seconds, threads=e.threads, repeats=e.repeats, min_time_s=e.min_time_s,
+                      processes=e.processes, max_spread=e.max_spread)
+
+
+def _is_timing(metric: str) -> bool:
+    return metric.startswith(("latency_", "rtf", "cpu_ms_"))
+
+
+def time_candidates(sw: Sweep, recs: list[dict], force: bool = False) -> None:
+    """The latency stage: every candidate not yet timed (all with `force`) timed in `eval.processes` fresh
+    processes, the processes of all candidates interleaved (w2vc.eval.isolation.time_interleaved), so the
+    figures of one run compare as ratios. Records are updated on disk before anything is logged."""
+    from w2vc.eval.cost import length_metrics
+    from w2vc.eval.isolation import CostJob, time_interleaved
+
+    todo = [r for r in recs if force or not r.get("timed")]
+    if not todo:
+        return
+    cfg = cost_config(sw.cfg)
+    print(f"      timing {len(todo)} candidate(s) in {cfg.processes} fresh processes each, interleaved")
+    lengths = time_interleaved([CostJob(r["name"], model=r["artifact"]) for r in todo], cfg, sw.progress)
+    for rec, ls in zip(todo, lengths):
+        if rec.get("timed"):
+            rec.setdefault("latency_history", []).append({k: v for k, v in rec["metrics"].items() if _is_timing(k)})
+        rec["metrics"].update({k: v for k, v in length_metrics(ls).items() if _is_timing(k)})
+        rec["timed"] = True
+        _atomic_json(sw.evals / f"{rec['name']}-{rec['key']}.json", rec)
+
+
+def compare_with_reference(sw: Sweep, recs: list[dict]) -> None:
+    """Paired WER differences (same utterances, bootstrap) of every candidate against `eval.reference`,
+    so the report can say "not significantly different from the teacher"."""
+    from w2vc.eval.stats import paired_from_transcripts
+
+    ref_name = sw.cfg.eval.reference
+    ref = next((r for r in recs if r["name"] == ref_name), None)
+    if ref is None:
+        return
+    for rec in recs:
+        for s in sw.cfg.eval.sets:
+            f = f"transcripts_{s}.tsv"
+            if f not in rec.get("texts", {}) or f not in ref.get("texts", {}):
+                continue
+            d = paired_from_transcripts(rec["texts"][f], ref["texts"][f])
+            if d is not None:
+                key = f"wer_{s}_diff_vs_{ref_name}"
+                rec["metrics"].update({key: d.value, f"{key}_lo": d.low, f"{key}_hi": d.high,
+                                       f"wer_{s}_significant_vs_{ref_name}": float(not d.contains(0.0))})
+
+
+def find_ties(res: P.ParetoResult, recs: dict[str, dict], cfg: SweepConfig) -> dict[str, list[str]]:
+    """Per pick, the candidates indistinguishable from it on every objective: WER by a paired interval that
+    holds 0, latency by overlapping intervals, anything without an interval within 1 %."""
+    out: dict[str, list[str]] = {}
+    for pick in res.picks:
+        same = []
+        for row in res.rows:
+            if row["name"] == pick["name"]:
+                continue
+            if all(_indistinguishable(o, row, pick, recs) for o in (*cfg.objectives, *cfg.maximize)):
+                same.append(row["name"])
+        out[pick["name"]] = same
+    return out
+
+
+def _indistinguishable(o: str, a: dict, b: dict, recs: dict[str, dict]) -> bool:
+    from w2vc.eval.stats import paired_from_transcripts
+
+    if a.get(o) is None or b.get(o) is None:
+        return False
+    if o.startswith("wer_"):
+        f = f"transcripts_{o[4:]}.tsv"
+        ta, tb = recs[a["name"]].get("texts", {}).get(f), recs[b["name"]].get("texts", {}).get(f)
+        if ta and tb:
+            d = paired_from_transcripts(ta, tb)
+            return d is not None and d.contains(0.0)
+    lo, hi = f"{o}_lo", f"{o}_hi"
+    if all(k in r for r in (a, b) for k in (lo, hi)):
+        return a[lo] <= b[hi] and b[lo] <= a[hi]
+    return abs(float(a[o]) - float(b[o])) <= 0.01 * max(abs(float(b[o])), 1e-12)
 
 
 def log_candidate(sw: Sweep, cr: CandidateResult, texts: dict) -> str:

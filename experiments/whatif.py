@@ -47,10 +47,11 @@ def expand_recipe(text: str, data: str | None = None) -> tuple[list[dict], list[
 
 
 def whatif(arch: str, recipe: str, seconds=(3.0,), threads: int | None = None, repeats: int = 10,
-           data: str | None = None, work_dir: str | None = None, progress: bool = True) -> dict:
+           data: str | None = None, work_dir: str | None = None, progress: bool = True,
+           processes: int = 3) -> dict:
     from w2vc.core.models import get_preset, new_model
-    from w2vc.eval.cost import cost_table, ratios
-    from w2vc.eval.isolation import measure_cost_isolated
+    from w2vc.eval.cost import CostConfig, cost_table, ratios
+    from w2vc.eval.isolation import CostJob, measure_costs
 
     get_preset(arch)
     steps, notes = expand_recipe(recipe, data)
@@ -76,8 +77,11 @@ def whatif(arch: str, recipe: str, seconds=(3.0,), threads: int | None = None, r
             if s["kind"] == "export":
                 rows.append(("->".join(done + ["fp32 (onnx)"]), art))
         rows.append((recipe, art))
-        kw = dict(seconds=tuple(seconds), threads=threads, repeats=repeats, cost_only=True)
-        results = [measure_cost_isolated(str(a.path), name=f"{arch} {label}", **kw) for label, a in rows]
+        # the bench/sweep methodology: fresh processes per row, interleaved over the rows
+        cfg = CostConfig(seconds=tuple(seconds), threads=threads, repeats=repeats, processes=processes,
+                         min_time_s=1.0 if processes > 1 else 0.0)
+        jobs = [CostJob(f"{arch} {label}", model=str(a.path), cost_only=True) for label, a in rows]
+        results = measure_costs(jobs, cfg, progress=progress)
     table = cost_table(results)
     r = ratios(results[0], results[-1])
     return {"arch": arch, "recipe": recipe, "steps": steps, "notes": notes, "cost_only": True,

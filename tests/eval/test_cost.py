@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from transformers import Wav2Vec2ForCTC
@@ -188,3 +189,21 @@ def test_fp16_packed_dir_runs_and_costs_as_fp32(tiny_layer_model, tmp_path):
     assert r.precision == "fp32" and r.size_source == "parameters (fp32; disk holds fp16)"
     assert 0 < fp32.size_mb - r.size_mb < 64 / 1024, "fp32 parameter bytes = the fp32 directory minus small files"
     assert r.params_m == fp32.params_m
+
+
+def test_cli_bench_times_each_model_in_several_fresh_processes(tiny_layer_model, tiny_group_model, tmp_path,
+                                                               capsys):
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--model", str(tiny_layer_model), "--model", str(tiny_group_model), "--seconds", "1",
+               "--threads", "1", "--repeats", "3", "--min-time", "0.1", "--processes", "3", "--no-flops",
+               "--no-mlflow", "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "median of" in text and "process p50s" in text
+    for r in json.loads(out.read_text())["results"]:
+        lc = r["lengths"][0]
+        assert lc["processes"] >= 3 and len(lc["process_p50_ms"]) == lc["processes"]  # re-measured if shaky
+        assert lc["latency_p50_low_ms"] <= lc["latency_p50_ms"] <= lc["latency_p50_high_ms"]
+        assert lc["latency_p50_ms"] == pytest.approx(float(np.median(lc["process_p50_ms"])), rel=1e-3)
+        assert lc["spread"] == pytest.approx(max(lc["process_p50_ms"]) / min(lc["process_p50_ms"]), rel=1e-3)
+        assert r["rss_isolated"] is True and r["metrics"]["latency_processes"] == lc["processes"]

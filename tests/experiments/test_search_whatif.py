@@ -183,7 +183,7 @@ def _walk_keys(obj):
 def test_whatif_cost_only_rows_and_structure(tmp_path):
     out_json = tmp_path / "whatif.json"
     p = _w2vc("whatif", "--arch", "base-s", "--recipe", RECIPE, "--seconds", "1", "--repeats", "3",
-              "--threads", "1", "--json", out_json, cwd=tmp_path, env=_env(tmp_path))
+              "--threads", "1", "--processes", "2", "--json", out_json, cwd=tmp_path, env=_env(tmp_path))
     out, err = p.communicate(timeout=600)
     assert p.returncode == 0, f"stdout:\n{out}\nstderr:\n{err}"
     assert out.splitlines()[0] == f"COST-ONLY (random weights, true base-s shape; no WER): {RECIPE}"
@@ -201,6 +201,7 @@ def test_whatif_cost_only_rows_and_structure(tmp_path):
     assert [r["model"] for r in rows] == ["base-s fp32 (torch)", "base-s prune(heads=0.5,ffn=0.5)->fp32 (onnx)",
                                           f"base-s {RECIPE}"]
     assert all(r["cost_only"] for r in rows)
+    assert all(r["lengths"][0]["processes"] == 2 and r["lengths"][0]["latency_p50_low_ms"] is not None for r in rows)
     assert [(r["runtime"], r["precision"]) for r in rows] == [("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8")]
     fp32, pruned, recipe = rows
     # structure moves the right way: pruning removes parameters, int8 keeps them but shrinks their bytes

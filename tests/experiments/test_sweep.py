@@ -21,7 +21,8 @@ def _config(tmp_path, corpus, teacher, student) -> Path:
     raw = {
         "name": "tiny", "teacher": str(teacher), "student": str(student),
         "data": {"corpus": str(corpus), "hours": 0.03, "seed": 7},
-        "eval": {"sets": ["clean", "snr10"], "limit": 3, "threads": 1, "seconds": [1], "repeats": 3},
+        "eval": {"sets": ["clean", "snr10"], "limit": 3, "threads": 1, "seconds": [1], "repeats": 3,
+                 "processes": 2, "min_time_s": 0.1},
         "objectives": OBJ, "budgets": ["size_mb <= 100"],
         "export": {"max_picks": 1, "dir": str(tmp_path / "exports")},
         "work_dir": str(tmp_path / "sweeps"), "experiment": "tiny-sweep",

@@ -53,3 +53,34 @@ def test_parse_chain():
         {"kind": "prune", "heads": 0.5, "ffn": 0.5}, {"kind": "quantize", "method": "int8"}]
     with pytest.raises(ValueError):
         parse_chain("")
+
+
+SEARCH = {"from": "teacher", "sampler": "nsga2",
+          "steps": [{"kind": "prune"}, {"kind": "export"}, {"kind": "quantize"}],
+          "space": {"prune.heads": [0.25, 0.75], "prune.num_drop_layers": [0, 2],
+                    "quantize.method": {"choices": ["ort_dynamic_int8", "ort_int4"]}}}
+
+
+def test_search_section_is_typed_and_its_knobs_resolved():
+    cfg = parse_config({**BASE, "search": SEARCH})
+    s = cfg.search
+    assert s.start == "teacher" and s.sampler == "nsga2" and len(s.steps) == 3
+    knobs = {k.key: k for k in s.space}
+    assert (knobs["prune.heads"].step, knobs["prune.heads"].option) == (0, "heads")
+    assert knobs["prune.num_drop_layers"].is_int and not knobs["prune.heads"].is_int
+    assert knobs["quantize.method"].step == 2 and knobs["quantize.method"].choices == ("ort_dynamic_int8", "ort_int4")
+    assert parse_config(BASE).search is None
+
+
+@pytest.mark.parametrize("patch, needle", [
+    ({"sampler": "grid"}, "sampler"),
+    ({"space": {"shrink.heads": [0, 1]}}, "shrink"),
+    ({"space": {"prune.heads": [0.75, 0.25]}}, "prune.heads"),
+    ({"space": {"quantize.method": {"choices": []}}}, "quantize.method"),
+    ({"space": {**SEARCH["space"], "quantize.method": {"choices": ["int3"]}}}, "int3"),
+    ({"frm": "teacher"}, "frm"),
+    ({"from": "student"}, "student"),
+])
+def test_bad_search_sections_name_the_problem(patch, needle):
+    with pytest.raises(ConfigError, match=needle):
+        parse_config({**BASE, "search": {**SEARCH, **patch}})

@@ -41,12 +41,35 @@ def _suggest(trial, search: SearchConfig) -> tuple[list[dict], dict]:
     return search.trial_steps(chosen), chosen
 
 
-def _sqlite_init_lock(url: str | None):
-    """Serialise first use of a shared SQLite file across processes: Optuna (create_all) and MLflow
-    (alembic migrations, set_experiment) both fail when two processes create the same fresh database."""
-    if not url or not url.startswith("sqlite:///") or url.endswith(":memory:"):
-        return contextlib.nullcontext()
-    return file_lock(Path(url[len("sqlite:///"):].split("?", 1)[0] + ".lock"))
+_PG_INIT_LOCK = 0x77327663  # "w2vc": the advisory-lock key of first use, in the study's own database
+
+
+@contextlib.contextmanager
+def _pg_advisory_lock(url: str):
+    """Held on its own connection, so it spans machines; released on unlock or when that connection closes."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _PG_INIT_LOCK})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_INIT_LOCK})
+    finally:
+        engine.dispose()
+
+
+def _init_lock(url: str | None):
+    """Serialise first use of a shared database across processes: Optuna (create_all, version row) and MLflow
+    (alembic migrations, set_experiment) both fail when two processes create the same fresh database.
+    SQLite: a lock file next to it; PostgreSQL: an advisory lock in it (workers on several machines)."""
+    if url and url.startswith("sqlite:///") and not url.endswith(":memory:"):
+        return file_lock(Path(url[len("sqlite:///"):].split("?", 1)[0] + ".lock"))
+    if url and url.split("://", 1)[0].split("+", 1)[0] == "postgresql":
+        return _pg_advisory_lock(url)
+    return contextlib.nullcontext()
 
 
 def run_search(cfg: SweepConfig, trials: int, storage: str | None = None, study_name: str | None = None,
@@ -70,12 +93,12 @@ def run_search(cfg: SweepConfig, trials: int, storage: str | None = None, study_
     kw = {"constraints_func": constraints, "seed": seed} if cfg.budgets else {"seed": seed}
     samplers = {"nsga2": optuna.samplers.NSGAIISampler, "tpe": optuna.samplers.TPESampler}
     sampler = samplers[search.sampler](**kw)
-    with _sqlite_init_lock(storage):
+    with _init_lock(storage):
         study = optuna.create_study(storage=storage, study_name=study_name or f"w2vc-{cfg.name}",
                                     directions=directions, sampler=sampler, load_if_exists=True)
     if log_mlflow:  # create the tracking store and experiment now, one process at a time
         try:
-            with _sqlite_init_lock(tracking.tracking_uri()):
+            with _init_lock(tracking.tracking_uri()):
                 tracking.setup_mlflow(cfg.experiment)
         except Exception as e:  # as in log_run: MLflow trouble never stops the search (figures kept on disk)
             logging.getLogger(__name__).warning("MLflow setup failed (%s: %s)", type(e).__name__, e)

@@ -6,7 +6,8 @@ characters), far richer than the label alone; hidden-state matching gives every 
 which helps most when the student starts from the teacher's own layers. Teacher and student share the
 conv strides (frame rate) and the vocabulary, so frames and classes line up one to one.
 
-Runs the training loop of w2vc.train (checkpoints, exact resume, bf16, torchrun/accelerate data parallel).
+Runs the training loop of w2vc.train (checkpoints, exact resume, mixed precision, CPU or CUDA, streamed data,
+torchrun/accelerate data parallel across processes and machines); the teacher runs on the student's device.
 Also used as the recovery step after structured pruning (student = the pruned model, teacher = its parent).
 """
 
@@ -22,12 +23,13 @@ import torch.nn.functional as F
 
 from w2vc.core.artifact import ANY_TORCH, Artifact, Kind, finalize
 from w2vc.core.config import ConfigBase
+from w2vc.core.device import DEVICES, DevicePlan, cpu_has_bf16
 from w2vc.core.load import load_torch
 from w2vc.core.models import PRESETS, new_model
 from w2vc.core.shapes import SHAPES_KEY, record_shapes
 from w2vc.core.step import StepContext, register
 from w2vc.data.augment import AugmentConfig
-from w2vc.train import CTCObjective, TrainConfig, _dist_info, cpu_has_bf16, train
+from w2vc.train import CTCObjective, TrainConfig, _dist_info, train
 
 STUDENT_INITS = ("scratch", "checkpoint", "teacher_layers")
 
@@ -44,6 +46,7 @@ class DistillConfig(ConfigBase):
         alpha_ctc / alpha_kd / alpha_hidden: loss weights; temperature: softening of the KL term.
         hidden_layer_map: (student layer, teacher layer) pairs of hidden_states indices (0 = CNN output
             after projection); empty disables the hidden loss.
+        bf16 / device: mixed precision and device, as TrainConfig's (teacher and student share both).
     """
 
     student: str = "base-s"
@@ -63,8 +66,11 @@ class DistillConfig(ConfigBase):
     seed: int = 0
     bf16: bool | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    device: str = "auto"
 
     def __post_init__(self):
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.init not in STUDENT_INITS:
             raise ValueError(f"init must be one of {', '.join(STUDENT_INITS)}, got {self.init!r}")
         if self.init == "scratch" and self.student not in PRESETS:
@@ -109,20 +115,31 @@ class DistillObjective(CTCObjective):
             p.requires_grad_(False)
         self.cfg = cfg
         self.use_bf16 = use_bf16
+        self.dev: DevicePlan | None = None
         t_hidden = teacher.config.hidden_size
         self.proj = torch.nn.ModuleList(torch.nn.Linear(student_hidden, t_hidden) for _ in cfg.hidden_layer_map)
+
+    def prepare(self, dev: DevicePlan) -> None:
+        """The frozen teacher is no submodule (not trained, not checkpointed): move it with the student."""
+        object.__setattr__(self, "teacher", self.teacher.to(dev.device))
+        self.dev = dev
+
+    def _teacher_autocast(self):
+        if self.dev is None:  # used outside the trainer: the CPU autocast it always had
+            return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.use_bf16)
+        return self.dev.autocast()
 
     def forward(self, model, values, mask, labels):
         c = self.cfg
         want_hidden = c.alpha_hidden > 0
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.use_bf16):
+        with torch.no_grad(), self._teacher_autocast():
             t_out = self.teacher(values, attention_mask=mask, output_hidden_states=want_hidden)
         s_out = model(values, attention_mask=mask, labels=labels, output_hidden_states=want_hidden)
         frames = model._get_feat_extract_output_lengths(mask.sum(-1))
         T = s_out.logits.shape[1]
-        valid = (torch.arange(T)[None, :] < frames[:, None]).float()  # [B, T]
+        valid = (torch.arange(T, device=frames.device)[None, :] < frames[:, None]).float()  # [B, T]
         n_valid = valid.sum().clamp(min=1)
-        parts, loss = {}, torch.zeros((), dtype=torch.float32)
+        parts, loss = {}, torch.zeros((), dtype=torch.float32, device=s_out.logits.device)
         if c.alpha_ctc:
             parts["ctc"] = s_out.loss.float()
             loss = loss + c.alpha_ctc * parts["ctc"]
@@ -133,7 +150,7 @@ class DistillObjective(CTCObjective):
             parts["kd"] = (kl * valid).sum() / n_valid * c.temperature ** 2
             loss = loss + c.alpha_kd * parts["kd"]
         if want_hidden:
-            hid = torch.zeros((), dtype=torch.float32)
+            hid = torch.zeros((), dtype=torch.float32, device=loss.device)
             for proj, (si, ti) in zip(self.proj, c.hidden_layer_map):
                 s_h = proj(s_out.hidden_states[si].float())
                 t_h = t_out.hidden_states[ti].float()
@@ -197,8 +214,8 @@ def distill(teacher: Artifact, cfg: DistillConfig, out_dir: str | Path, ctx: Ste
     tcfg = TrainConfig(arch=cfg.student if cfg.init != "teacher_layers" else str(teacher.path), data=cfg.data,
                        out=str(out / "run"), steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
                        batch_seconds=cfg.batch_seconds, eval_every=cfg.eval_every, seed=cfg.seed, bf16=cfg.bf16,
-                       augment=cfg.augment)
-    use_bf16 = cpu_has_bf16() if cfg.bf16 is None else cfg.bf16
+                       augment=cfg.augment, device=cfg.device)
+    use_bf16 = cpu_has_bf16() if cfg.bf16 is None else cfg.bf16  # replaced by the trainer's plan (prepare)
     probe, _ = model_init()
     objective = DistillObjective(t_model, cfg, probe.config.hidden_size, use_bf16)
     del probe

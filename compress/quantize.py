@@ -264,7 +264,18 @@ def onnx_op_counts(path: str | os.PathLike) -> dict:
     return out
 
 
-def _ort_quantize(src: Path, cfg: QuantizeConfig, out: Path) -> dict:
+def quantized_nodes(path: str | os.PathLike, cfg: QuantizeConfig) -> list[tuple[str, str]]:
+    """(node name, module path) of every node `cfg`'s ORT method would quantize in the graph at `path`, before
+    keep_fp32: the units an accuracy search can keep in float (int4 packs constant weights only)."""
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in g.initializer}
+    return [(n.name, module_path(n.name)) for n in g.node if n.op_type in cfg.ops
+            and (cfg.method != "ort_int4" or n.input[1] in inits)]
+
+
+def _ort_quantize(src: Path, cfg: QuantizeConfig, out: Path, calibration_cache: Path | None = None) -> dict:
     import onnx
 
     model = onnx.load(str(src))
@@ -290,8 +301,9 @@ def _ort_quantize(src: Path, cfg: QuantizeConfig, out: Path) -> dict:
                              "export with fold_weight_norm=True first")
         methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                    "percentile": CalibrationMethod.Percentile}
-        audio = _calibration_audio(cfg)
-        if cfg.calibrate_method != "minmax":  # histogram calibrators stack all batches: one common length
+        cached = calibration_cache is not None and Path(calibration_cache).is_file()
+        audio = [] if cached else _calibration_audio(cfg)
+        if not cached and cfg.calibrate_method != "minmax":  # histogram calibrators stack batches: one length
             n = max(16000, min(len(a) for a in audio))
             audio = [a[:n] for a in audio if len(a) >= n]
         quantize_static(str(src), str(dst), _AudioReader(audio), quant_format=QuantFormat.QDQ,
@@ -299,7 +311,8 @@ def _ort_quantize(src: Path, cfg: QuantizeConfig, out: Path) -> dict:
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         nodes_to_exclude=exclude,
                         calibrate_method=methods[cfg.calibrate_method],
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                        calibration_cache_path=calibration_cache)
     else:  # ort_int4
         from onnxruntime.quantization import matmul_nbits_quantizer as mnb
 
@@ -412,8 +425,13 @@ def _bf16(src: Artifact, cfg: QuantizeConfig, out: Path) -> dict:
 @register("quantize", QuantizeConfig, frozenset({Kind.TORCH, Kind.ONNX}),
           "bf16 / int8 dynamic+static / int4 weight-only")
 def quantize(artifact: Artifact, cfg: QuantizeConfig, out_dir: str | os.PathLike,
-             ctx: StepContext | None = None) -> Artifact:
-    """Quantize an artifact into a new directory (the input is never modified)."""
+             ctx: StepContext | None = None, *,
+             calibration_cache: str | os.PathLike | None = None) -> Artifact:
+    """Quantize an artifact into a new directory (the input is never modified).
+
+    `calibration_cache` (ort_static_int8 only): a JSON file of tensor ranges, written by the first call and
+    read by later ones instead of calibrating again; ranges do not depend on keep_fp32, so an accuracy search
+    builds its many trial graphs of one parent from one calibration. Unset, the step calibrates as always."""
     if cfg.method in ORT_METHODS:
         artifact.require(frozenset({Kind.ONNX}), f"quantize {cfg.method}", "run export first")
     else:
@@ -429,7 +447,7 @@ def quantize(artifact: Artifact, cfg: QuantizeConfig, out_dir: str | os.PathLike
             src = artifact.model_file
             if onnx_op_counts(src)["quantized_ops"]:
                 raise ValueError(f"{artifact.path} is already quantized; quantize its fp32 export instead")
-            report = _ort_quantize(src, cfg, out)
+            report = _ort_quantize(src, cfg, out, Path(calibration_cache) if calibration_cache else None)
             shutil.copy2(artifact.path / "config.json", out / "config.json")
             copy_processor_files(artifact.path, out)
             report["ops"] = onnx_op_counts(out / "model.onnx")

@@ -57,7 +57,7 @@ def cmd_train(a) -> int:
                       freeze_feature_encoder=a.freeze_feature_encoder, oversample=_oversample(a.oversample),
                       device=a.device, num_workers=a.num_workers, lengths=a.lengths,
                       augment=AugmentConfig() if not a.no_augment else
-                      AugmentConfig(p_speed=0, p_bandlimit=0, p_noise=0, gain_db_range=(0.0, 0.0)))
+                      AugmentConfig.off())
     res = train(cfg, resume=a.resume, stop_at_step=a.stop_at_step)
     print(f"done: {res['steps']} steps in {res['minutes']:.1f} min; best model: {res['best_dir']}")
     _write_json(a.json, res)
@@ -136,7 +136,7 @@ def cmd_sweep(a) -> int:
     from w2vc.experiments.runner import run_sweep
 
     cfg = load_config(a.config)
-    res = run_sweep(cfg, log_mlflow=not a.no_mlflow)
+    res = run_sweep(cfg, log_mlflow=not a.no_mlflow, remeasure=a.remeasure)
     print(f"report: {res.report}\nplot:   {res.plot}\ntable:  {res.table_csv}")
     for p in res.exports:
         print(f"export: {p}")
@@ -153,7 +153,7 @@ def cmd_whatif(a) -> int:
     from w2vc.experiments.whatif import whatif
 
     res = whatif(a.arch, a.recipe, seconds=parse_seconds(a.seconds), threads=a.threads, repeats=a.repeats,
-                 data=a.data)
+                 data=a.data, processes=a.processes)
     print(f"COST-ONLY (random weights, true {a.arch} shape; no WER): {a.recipe}")
     for n in res["notes"]:
         print(f"note: {n}")
@@ -178,6 +178,12 @@ def cmd_search(a) -> int:
     _write_json(a.json, {"study": study.study_name, "storage": storage, "n_trials": len(study.trials),
                          "best": [{"number": t.number, "values": t.values, "params": t.params} for t in study.best_trials]})
     return 0
+
+
+def cmd_quantize_search(a) -> int:
+    from w2vc.experiments.accuracy_report import run_quantize_search
+
+    return run_quantize_search(a)
 
 
 def cmd_pack(a) -> int:
@@ -298,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="run a sweep of compression recipes (the main job)")
     sw.add_argument("config", nargs="?", default="experiments/configs/default.yaml", help="sweep YAML")
     sw.add_argument("--no-mlflow", action="store_true", help="skip MLflow (figures still written to disk)")
+    sw.add_argument("--remeasure", action="store_true", help="re-time every candidate of a finished sweep "
+                    "(nothing rebuilt; WER kept), e.g. to confirm a front on a quieter machine")
     sw.add_argument("--json")
     sw.set_defaults(fn=cmd_sweep)
 
@@ -307,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     wi.add_argument("--seconds", default="3")
     wi.add_argument("--threads", type=int)
     wi.add_argument("--repeats", type=int, default=10)
+    wi.add_argument("--processes", type=int, default=5, help="fresh processes per row, interleaved (default 5)")
     wi.add_argument("--data", help="corpus for steps that need calibration audio (int8-static)")
     wi.add_argument("--json")
     wi.set_defaults(fn=cmd_whatif)
@@ -320,6 +329,29 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--no-mlflow", action="store_true")
     se.add_argument("--json")
     se.set_defaults(fn=cmd_search)
+
+    qs = sub.add_parser("quantize-search", help="keep in fp32 only the layers a dev-WER budget needs "
+                        "(sensitivity table, greedy + backward search), then quantize with them")
+    qs.add_argument("--model", required=True, help="ONNX artifact directory (an export)")
+    qs.add_argument("--method", required=True, choices=["ort_static_int8", "ort_dynamic_int8", "ort_int4"])
+    qs.add_argument("--data", required=True, help="corpus root: its dev split is searched (and calibrates "
+                    "static int8)")
+    qs.add_argument("--max-wer-increase", type=float, required=True,
+                    help="allowed dev WER increase over the float model, absolute (0.005 = 0.5 points)")
+    qs.add_argument("--relative", action="store_true",
+                    help="--max-wer-increase is a fraction of the float model's dev WER")
+    qs.add_argument("--dev-utterances", type=int, default=40, help="dev utterances scored (default 40)")
+    qs.add_argument("--max-kl", type=float, help="also cap the mean KL of the logits against the float model")
+    qs.add_argument("--out", required=True, help="directory for the quantized artifact")
+    qs.add_argument("--work-dir", default="runs/accuracy-control", help="memoized evaluations (default "
+                    "runs/accuracy-control)")
+    qs.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (default 2)")
+    qs.add_argument("--full-sensitivity", action="store_true", help="measure the sensitivity table even when "
+                    "the all-quantized graph already meets the budget (2 + 2 x groups evaluations)")
+    qs.add_argument("--no-mlflow", action="store_true")
+    qs.add_argument("--experiment", default="w2vc", help="MLflow experiment (default: w2vc)")
+    qs.add_argument("--json", help="write the search report as JSON")
+    qs.set_defaults(fn=cmd_quantize_search)
 
     pa = sub.add_parser("pareto", help="non-dominated set of any table of points (CSV) or of MLflow runs")
     pa.add_argument("--csv", help="CSV file with a header row")
@@ -345,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--budget", type=float, default=20.0, help="seconds per length after which runs stop "
                    "once --min-repeats are done (default 20)")
     b.add_argument("--warmup", type=int, default=2, help="untimed runs per length (default 2)")
+    b.add_argument("--processes", type=int, default=5, help="fresh processes per model, interleaved; the "
+                   "figure is the median of their p50s (default 5)")
+    b.add_argument("--min-time", type=float, default=1.0, help="seconds of timed runs per length and process, "
+                   "at least (default 1.0)")
     b.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     b.add_argument("--in-process", action="store_true", help="measure in this process (peak RSS not isolated)")
     b.add_argument("--json", help="write the figures as JSON")

@@ -1,10 +1,28 @@
-"""CTC training from scratch (or warm start) for wav2vec2-family models, on CPU, resumable exactly.
+"""CTC training from scratch (or warm start) for wav2vec2-family models, on CPU or CUDA, resumable exactly.
 
-One loop, nanoGPT style: length-grouped batches, fresh augmentation per utterance and epoch, bf16
-autocast where the CPU supports it, AdamW with warm-up + linear decay, dev WER (clean and 10 dB) at
-intervals, best-by-dev kept, a checkpoint every few minutes. Every random draw is seeded from
-(seed, epoch, step/utterance), so resuming from `last.pt` continues the identical run. Runs unchanged
-under `torchrun`/`accelerate launch` (data parallel over gloo).
+One loop, nanoGPT style: length-grouped batches, fresh augmentation per utterance and epoch, mixed precision
+where the device has it (CPU: bf16 with AVX512_BF16/AMX; CUDA: bf16, or fp16 with loss scaling), AdamW
+with warm-up + linear decay, dev WER (clean and 10 dB) at intervals, best-by-dev kept, a checkpoint every
+few minutes. Train audio is streamed (decoded and augmented per batch by DataLoader workers, w2vc.data.stream)
+so memory does not grow with the corpus. Every random draw is seeded from (seed, epoch, step/utterance),
+so resuming from `last.pt` continues the identical run; checkpoints hold CPU tensors and load on any device.
+
+Data parallel, unchanged, under torchrun or accelerate (NCCL between GPUs, gloo between CPU processes);
+each process takes every world-th batch. One machine, 8 GPUs:
+
+    torchrun --standalone --nproc_per_node 8 -m w2vc.cli train --arch large-s --data data/corpus --out runs/t
+
+Several machines (here 2 x 8 GPUs): the same command on every node, with one rendezvous endpoint (a host:port
+all nodes reach; node ranks are assigned by the c10d rendezvous) and a job id shared by the nodes:
+
+    torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST0:29500 \
+        --rdzv_id job42 -m w2vc.cli train --arch large-s --data /shared/corpus --out /shared/runs/t
+
+    accelerate launch --multi_gpu --num_machines 2 --num_processes 16 --machine_rank {0|1} \
+        --main_process_ip HOST0 --main_process_port 29500 -m w2vc.cli train --arch large-s ...
+
+--data and --out must be the same shared path on every node (rank 0 writes checkpoints; every rank reads
+them on --resume). --batch-seconds is per process: the global batch is world x batch_seconds.
 """
 
 from __future__ import annotations
@@ -25,20 +43,23 @@ from tqdm import tqdm
 
 from w2vc.core.artifact import Artifact, write_provenance
 from w2vc.core.config import ConfigBase
+from w2vc.core.device import DEVICES, DevicePlan, plan, to_cpu
+from w2vc.core.device import cpu_has_bf16 as cpu_has_bf16  # re-exported: callers import it from here
 from w2vc.core.models import PRESETS, load_pretrained, new_model
-from w2vc.core.runnable import TorchTranscriber, pad_batch
+from w2vc.core.runnable import TorchTranscriber
 from w2vc.core.wer import normalize, word_error_rate
-from w2vc.data.augment import AugmentConfig, augment
+from w2vc.data.augment import AugmentConfig
 from w2vc.data.datasets import load_dataset, manifest_column, resolve_split
 from w2vc.data.noise import NOISE_TYPES, make_noise, mix_at_snr
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+from w2vc.data.stream import (
+    LENGTH_SOURCES,
+    BatchDataset,
+    PackedLabels,
+    PlanSampler,
+    babble_pool,
+    scan_split,
+    stream,
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +70,13 @@ class TrainConfig(ConfigBase):
         out: run directory (checkpoints, log, best/).
         steps: optimizer steps; the LR schedule is warm-up then linear decay to 0 at `steps`.
         batch_seconds: audio per batch (padded), the unit of compute per step.
-        bf16: autocast to bfloat16 (None = when the CPU has AVX512_BF16/AMX).
+        bf16: mixed precision. None = the device's fast one (CPU: bf16 when it has AVX512_BF16/AMX, else fp32;
+            CUDA: bf16 where supported, else fp16 with gradient scaling); True = bf16; False = fp32.
+        device: auto (CUDA when torch sees a GPU) | cpu | cuda (under torchrun: GPU LOCAL_RANK).
+        num_workers: DataLoader processes decoding and augmenting train batches ahead (0 = in this process).
+        lengths: where the batch plan's utterance lengths come from: "header" (each file's header: exact, the
+            plan the in-RAM trainer made) or "manifest" (the .jsonl duration column: opens no file at start;
+            its 0.1 ms rounding regroups a few utterances, so a seed's run differs from the header plan's).
         eval_every: steps between dev evaluations; ckpt_minutes: wall time between checkpoints.
         init_from: a directory whose weights initialise the model (warm start, new schedule).
         freeze_feature_encoder: keep the CNN fixed (a warm start whose CNN is already trained: its backward
@@ -85,10 +112,17 @@ class TrainConfig(ConfigBase):
     dropout: float | None = None
     oversample: dict[str, int] = field(default_factory=dict)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    device: str = "auto"
+    num_workers: int = 2
+    lengths: str = "header"
 
     def __post_init__(self):
         if self.steps <= 0 or self.batch_seconds <= 0 or self.lr <= 0:
             raise ValueError("steps, batch_seconds and lr must be > 0")
+        if self.device not in DEVICES or self.lengths not in LENGTH_SOURCES or self.num_workers < 0:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, lengths one of "
+                             f"{', '.join(LENGTH_SOURCES)}, num_workers >= 0; got {self.device!r}, "
+                             f"{self.lengths!r}, {self.num_workers}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         for key, k in self.oversample.items():
@@ -169,6 +203,10 @@ class CTCObjective(torch.nn.Module):
     """The training loss as a module: plain CTC here; distillation subclasses it (teacher terms, learned
     projections). Its own parameters are trained and checkpointed with the model."""
 
+    def prepare(self, dev: DevicePlan) -> None:
+        """Called by the trainer once the device is known: state outside the module tree (a frozen teacher)
+        follows the model there."""
+
     def forward(self, model, values, mask, labels) -> tuple[torch.Tensor, dict[str, float]]:
         return model(values, attention_mask=mask, labels=labels).loss, {}
 
@@ -185,11 +223,27 @@ class _Trainee(torch.nn.Module):
         return self.objective(self.model, values, mask, labels)
 
 
-def _dist_info() -> tuple[int, int]:
+def _dist_info(backend: str = "gloo") -> tuple[int, int]:
+    """(rank, world) of this process; joins the process group torchrun/accelerate set up in the environment."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+        dist.init_process_group(backend)
     return (dist.get_rank() if world > 1 else 0), world
+
+
+class _DeviceTranscriber(TorchTranscriber):
+    """Dev decoding on the training device (the CPU keeps TorchTranscriber itself, hence its numbers)."""
+
+    def __init__(self, model, processor, dev: DevicePlan):
+        super().__init__(model, processor, autocast_bf16=dev.amp_dtype is not None)
+        self.dev = dev
+
+    @torch.inference_mode()
+    def logits(self, values, mask):
+        kw = {"attention_mask": torch.from_numpy(mask).to(self.dev.device)} if mask is not None else {}
+        with self.dev.autocast():
+            out = self.model(torch.from_numpy(values).to(self.dev.device), **kw).logits
+        return out.float().cpu().numpy()
 
 
 def save_model_dir(model, processor, dst: Path, step: str, params: dict, parent: str | None = None,
@@ -213,7 +267,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
     `stop_at_step` ends this process early with a checkpoint (the schedule still belongs to cfg.steps), so a
     long run can be split across sessions and continued with resume=True.
     """
-    rank, world = _dist_info()
+    dev = plan(cfg.device, cfg.bf16)
+    rank, world = _dist_info(dev.backend)
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,20 +276,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
     if ckpt_file.exists() and not resume:
         raise FileExistsError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose "
                               "another --out (nothing is deleted)")
-    use_bf16 = cpu_has_bf16() if cfg.bf16 is None else cfg.bf16
+    use_bf16 = dev.amp_dtype is not None
 
-    # ---- data
+    # ---- data: train metadata only (audio is decoded per batch); dev is small and stays in RAM
     train_path = resolve_split(cfg.data, "train")
-    train_ds = load_dataset(train_path, name="train", progress=progress and rank == 0)
+    train_idx = scan_split(train_path, cfg.lengths)
     dev_path = cfg.dev_data or resolve_split(cfg.data, "dev")
     dev_ds = load_dataset(dev_path, limit=cfg.dev_limit, name="dev", progress=progress and rank == 0)
     dev_noisy = _noisy_dev(dev_ds.audio, cfg.seed)
-    # FLAC PCM_16 decodes to exact multiples of 1/32768: int16 storage halves memory and changes nothing
-    train_audio = [np.clip(np.round(a * 32768), -32768, 32767).astype(np.int16) for a in train_ds.audio]
-    train_ds.audio = []
-    items = epoch_items(train_ds.ids, str(train_path), cfg.oversample)  # position -> utterance
-    lengths = [len(train_audio[i]) for i in items]
-    babble_pool = [a.astype(np.float32) / 32768 for a in train_audio[:: max(1, len(train_audio) // 500)]]
+    items = epoch_items(train_idx.ids, str(train_path), cfg.oversample)  # position -> utterance
+    lengths = [train_idx.lengths[i] for i in items]
+    babble = babble_pool(train_idx.paths)
 
     # ---- model
     if model_init is not None:
@@ -255,14 +307,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
         # HF only creates the mask embedding when the config asked for masking at construction time
         model.wav2vec2.masked_spec_embed = torch.nn.Parameter(torch.rand(model.config.hidden_size))
     model.float()
-    labels_all = [processor.tokenizer(normalize(t)).input_ids for t in train_ds.texts]
+    labels_all = PackedLabels(processor.tokenizer(normalize(t)).input_ids for t in train_idx.texts)
 
-    trainee = _Trainee(model, objective or CTCObjective())
+    trainee = _Trainee(model, objective or CTCObjective()).to(dev.device)
+    trainee.objective.prepare(dev)
     named = [(n, p) for n, p in trainee.named_parameters() if p.requires_grad]
     decay = [p for n, p in named if p.ndim >= 2 and "masked_spec_embed" not in n]
     no_decay = [p for n, p in named if p.ndim < 2 or "masked_spec_embed" in n]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
+    scaler = torch.amp.GradScaler(dev.type) if dev.grad_scaler else None
     state = {"step": 0, "epoch": 0, "batch": 0, "best": math.inf, "elapsed": 0.0, "history": []}
     if resume and ckpt_file.exists():
         ck = torch.load(ckpt_file, map_location="cpu", weights_only=True)
@@ -270,26 +324,31 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
         if not any(k.startswith("model.") for k in sd):  # checkpoints written before the objective existed
             sd = {"model." + k: v for k, v in sd.items()}
         trainee.load_state_dict(sd)
-        opt.load_state_dict(ck["optim"])
+        opt.load_state_dict(ck["optim"])  # moves the moments to the parameters' device
+        if scaler is not None and ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
         state.update(json.loads(ck["state"]))
         if rank == 0:  # the log is the checkpoint's history: a row written after the checkpoint runs again
             (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in state["history"]))
     # find_unused_parameters: SpecAugment may mask nothing in a batch, leaving masked_spec_embed without grad
-    ddp_model = (torch.nn.parallel.DistributedDataParallel(trainee, find_unused_parameters=True) if world > 1
-                 else trainee)
+    ddp_model = (torch.nn.parallel.DistributedDataParallel(
+        trainee, device_ids=[dev.device.index] if dev.type == "cuda" else None, find_unused_parameters=True)
+        if world > 1 else trainee)
 
     def checkpoint():
         state["elapsed"] = time.time() - t0  # wall time so far travels with the checkpoint
         if rank != 0:
             return
         tmp = ckpt_file.with_suffix(".tmp")
-        torch.save({"model": trainee.state_dict(), "optim": opt.state_dict(), "state": json.dumps(state),
-                    "config": json.dumps(cfg.to_dict())}, tmp)
+        torch.save({"model": to_cpu(trainee.state_dict()), "optim": to_cpu(opt.state_dict()),
+                    "state": json.dumps(state), "config": json.dumps(cfg.to_dict()),
+                    **({"scaler": scaler.state_dict()} if scaler is not None else {})}, tmp)
         os.replace(tmp, ckpt_file)
 
     def evaluate() -> dict:
         model.eval()
-        tr = TorchTranscriber(model, processor, autocast_bf16=use_bf16)
+        tr = (TorchTranscriber(model, processor, autocast_bf16=use_bf16) if dev.type == "cpu"
+              else _DeviceTranscriber(model, processor, dev))
         res = {}
         for name, audio in (("dev_wer", dev_ds.audio), ("dev_wer_10db", dev_noisy)):
             hyps = tr.transcribe(audio)
@@ -299,7 +358,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
 
     def summary(**extra) -> dict:
         return {"steps": state["step"], "best_dev_score": state["best"], "minutes": state["elapsed"] / 60,
-                "history": state["history"], "best_dir": str(out / "best"), **extra}
+                "history": state["history"], "best_dir": str(out / "best"), "world": world, **extra}
+
+    def my_batches(epoch: int) -> list[list[tuple[int, int]]]:
+        """This rank's batches of an epoch as (position, utterance) pairs: an oversampled copy is its own
+        position, so it draws its own augmentation."""
+        batches = epoch_batches(lengths, cfg, epoch)
+        return [[(q, items[q]) for q in b] for b in batches[rank::world][: len(batches) // world]]
 
     stop = {"flag": False}
 
@@ -315,74 +380,76 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
     t0 = time.time() - state["elapsed"]
     loss_ema = None
     model.train()
+    loader = None
     try:
+        if state["step"] < cfg.steps:
+            data = BatchDataset(train_idx.paths, labels_all, cfg.seed, cfg.augment, babble)
+            loader = iter(stream(data, PlanSampler(my_batches, state["epoch"], state["batch"]), cfg.num_workers,
+                                 pin_memory=dev.type == "cuda"))
         while state["step"] < cfg.steps:
-            batches = epoch_batches(lengths, cfg, state["epoch"])
-            mine = batches[rank::world][: len(batches) // world]
-            while state["batch"] < len(mine) and state["step"] < cfg.steps:
-                pos = mine[state["batch"]]  # positions in `items`: an oversampled copy draws its own augmentation
-                idx = [items[q] for q in pos]
-                step = state["step"]
-                audio = [augment(train_audio[i].astype(np.float32) / 32768, np.random.default_rng([cfg.seed, state["epoch"], q]),
-                                 cfg.augment, babble_pool) for i, q in zip(idx, pos)]
-                values, mask = pad_batch(audio)
-                lab = [labels_all[i] for i in idx]
-                labels = torch.full((len(lab), max(map(len, lab))), -100, dtype=torch.long)
-                for k, seq in enumerate(lab):
-                    labels[k, : len(seq)] = torch.tensor(seq)
-                torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
-                np.random.seed((cfg.seed * 1_000_003 + step * world + rank) % 2**32)  # SpecAugment masks
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(step, cfg)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                    loss, parts = ddp_model(torch.from_numpy(values), torch.from_numpy(mask), labels)
-                opt.zero_grad(set_to_none=True)
+            b = next(loader)
+            state["epoch"], state["batch"] = b["epoch"], b["batch"]
+            step = state["step"]
+            values, mask, labels = (b[k].to(dev.device, non_blocking=True) for k in ("values", "mask", "labels"))
+            torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
+            np.random.seed((cfg.seed * 1_000_003 + step * world + rank) % 2**32)  # SpecAugment masks
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            with dev.autocast():
+                loss, parts = ddp_model(values, mask, labels)
+            opt.zero_grad(set_to_none=True)
+            if scaler is None:
                 loss.backward()
-                gnorm = torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.grad_clip)
+            else:  # fp16: scale the loss so small gradients survive, unscale before clipping
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            gnorm = torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.grad_clip)
+            if scaler is None:
                 opt.step()
-                state["step"] += 1
-                state["batch"] += 1
-                lv = loss.detach().item()
-                loss_ema = lv if loss_ema is None else 0.95 * loss_ema + 0.05 * lv
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_ema:.3f}", lr=f"{lr_at(step, cfg):.1e}", gn=f"{float(gnorm):.2f}",
-                                dev=f"{state['history'][-1]['dev_wer']:.3f}" if state["history"] else "-")
-                if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
-                    if rank == 0:
-                        res = evaluate()
-                        state["elapsed"] = time.time() - t0
-                        row = {"step": state["step"], "epoch": state["epoch"], "loss": round(loss_ema, 4),
-                               "lr": lr_at(step, cfg), "minutes": round(state["elapsed"] / 60, 2), **res}
-                        state["history"].append(row)
-                        with open(out / "log.jsonl", "a") as f:
-                            f.write(json.dumps(row) + "\n")
-                        score = (res["dev_wer"] + res["dev_wer_10db"]) / 2
-                        if score < state["best"]:
-                            state["best"] = score
-                            save_model_dir(model, processor, out / "best", step_name, cfg.to_dict(),
-                                           cfg.init_from, report=row)
-                        bar.write(json.dumps(row))
-                        checkpoint()
-                        last_ckpt = time.time()
-                    if world > 1:
-                        dist.barrier()
-                if time.time() - last_ckpt > cfg.ckpt_minutes * 60:
+            else:
+                scaler.step(opt)
+                scaler.update()
+            state["step"] += 1
+            state["batch"] += 1
+            lv = loss.detach().item()
+            loss_ema = lv if loss_ema is None else 0.95 * loss_ema + 0.05 * lv
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_ema:.3f}", lr=f"{lr_at(step, cfg):.1e}", gn=f"{float(gnorm):.2f}",
+                            dev=f"{state['history'][-1]['dev_wer']:.3f}" if state["history"] else "-")
+            if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
+                if rank == 0:
+                    res = evaluate()
+                    state["elapsed"] = time.time() - t0
+                    row = {"step": state["step"], "epoch": state["epoch"], "loss": round(loss_ema, 4),
+                           "lr": lr_at(step, cfg), "minutes": round(state["elapsed"] / 60, 2), **res}
+                    state["history"].append(row)
+                    with open(out / "log.jsonl", "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    score = (res["dev_wer"] + res["dev_wer_10db"]) / 2
+                    if score < state["best"]:
+                        state["best"] = score
+                        save_model_dir(model, processor, out / "best", step_name, cfg.to_dict(),
+                                       cfg.init_from, report=row)
+                    bar.write(json.dumps(row))
                     checkpoint()
                     last_ckpt = time.time()
-                if stop["flag"]:
-                    raise _Stop
-                if stop_at_step is not None and state["step"] >= stop_at_step:
-                    checkpoint()
-                    bar.close()
-                    return summary(stopped_early=True)
-            if state["batch"] >= len(mine):
-                state["epoch"] += 1
-                state["batch"] = 0
+                if world > 1:
+                    dist.barrier()
+            if time.time() - last_ckpt > cfg.ckpt_minutes * 60:
+                checkpoint()
+                last_ckpt = time.time()
+            if stop["flag"]:
+                raise _Stop
+            if stop_at_step is not None and state["step"] >= stop_at_step:
+                checkpoint()
+                bar.close()
+                return summary(stopped_early=True)
     except _Stop:
         checkpoint()
         bar.close()
         raise KeyboardInterrupt(f"interrupted at step {state['step']}; checkpoint saved, continue with --resume") from None
     finally:
+        del loader  # stops the workers
         for s, h in old_handlers.items():
             signal.signal(s, h)
     bar.close()

@@ -52,8 +52,8 @@ _RULES = (
     (r"(?P<p>(?:.*\.)?encoder\.layers\.(?P<i>\d+)\.feed_forward)(\..*)?", "layer.{i}.ffn", ""),
     (r"(?P<p>lm_head)(\..*)?", "lm_head", ""),
 )
-LATENCY_NOTE = ("quick in-process figure: one ORT session per graph, 3 s noise, median of 20 runs in "
-                "rotating blocks of 4; a rough cost, not a `w2vc bench` measurement")
+LATENCY_NOTE = ("quick in-process figure: one ORT session per graph (no spin-wait), 3 s noise, median of 20 "
+                "runs in rotating blocks of 4; a rough cost, not a `w2vc bench` measurement")
 
 
 @dataclass(frozen=True)

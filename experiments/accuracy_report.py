@@ -48,14 +48,23 @@ def run_graph(path, audio, threads) -> tuple[list[np.ndarray], list[str]]:
 
 
 def time_graphs(paths: dict[str, Path], threads: int | None, seconds: float = 3.0, runs: int = 20) -> dict:
-    """Median ms per call of each graph on `seconds` of noise: all sessions open at once, timed in short
-    blocks (one untimed call, then 4 timed) in a rotating order, so drifting machine load and the previous
-    session's spinning threads hit every graph alike. A quick figure, not `w2vc bench`."""
-    from w2vc.core.ort import onnx_session
+    """Median ms per call of each graph on `seconds` of noise: all sessions open at once (w2vc.core.ort's
+    options, but no spin-waiting: idle sessions' spinning threads would steal the timed one's cores), timed
+    in short blocks (one untimed call, then 4 timed) in a rotating order, so drifting machine load hits
+    every graph alike. A quick figure, not `w2vc bench`."""
+    import onnxruntime as ort
+
+    from w2vc.core.artifact import onnx_file
     from w2vc.core.runnable import normalize_audio
 
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     x = normalize_audio(0.1 * np.random.default_rng(0).standard_normal(int(seconds * 16000)))[None]
-    sessions = list({k: onnx_session(p, threads) for k, p in paths.items()}.items())
+    sessions = [(k, ort.InferenceSession(str(onnx_file(p)), so, providers=["CPUExecutionProvider"]))
+                for k, p in paths.items()]
     times: dict[str, list[float]] = {k: [] for k, _ in sessions}
     for r in range(max(1, runs // 4)):
         for k, s in sessions[r % len(sessions):] + sessions[:r % len(sessions)]:

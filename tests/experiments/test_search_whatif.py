@@ -201,7 +201,7 @@ def test_whatif_cost_only_rows_and_structure(tmp_path):
     assert [r["model"] for r in rows] == ["base-s fp32 (torch)", "base-s prune(heads=0.5,ffn=0.5)->fp32 (onnx)",
                                           f"base-s {RECIPE}"]
     assert all(r["cost_only"] for r in rows)
-    assert all(r["lengths"][0]["processes"] == 2 and r["lengths"][0]["latency_p50_low_ms"] is not None for r in rows)
+    assert all(r["lengths"][0]["processes"] >= 2 and r["lengths"][0]["latency_p50_low_ms"] is not None for r in rows)
     assert [(r["runtime"], r["precision"]) for r in rows] == [("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8")]
     fp32, pruned, recipe = rows
     # structure moves the right way: pruning removes parameters, int8 keeps them but shrinks their bytes

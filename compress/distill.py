@@ -182,17 +182,21 @@ STUDENT_KINDS = frozenset({Kind.TORCH})
 
 @register("distill", DistillConfig, ANY_TORCH, "teacher (the chain's model) → a student trained against it")
 def distill(teacher: Artifact, cfg: DistillConfig, out_dir: str | Path, ctx: StepContext | None = None,
-            resume: bool = True) -> Artifact | None:
+            resume: bool = True, parent: Artifact | None = None, step: str = "distill") -> Artifact | None:
     """Train a student against `teacher`; the output artifact is the best-by-dev student.
 
     The teacher may be any PyTorch kind (it only runs, under no_grad, upcast to fp32); a checkpoint student
     must be a plain PyTorch artifact, since training a bf16 or int8 artifact's stored weights would save a
     plain fp32 model. Data-parallel under torchrun/accelerate (one batch shard per process); there only rank
-    0 returns the artifact, the other ranks return None."""
+    0 returns the artifact, the other ranks return None. `parent`/`step`: the output's provenance parent
+    and step name (recover: the pruned model it fine-tunes, not the teacher)."""
     teacher.require(ANY_TORCH, "distill (teacher)")
     if cfg.init == "checkpoint":
-        Artifact.open(cfg.student).require(STUDENT_KINDS, "distill (student)",
-                                           "distil its fp32 parent, then quantize the student")
+        student = Artifact.open(cfg.student)
+        student.require(STUDENT_KINDS, "distill (student)", "distil its fp32 parent, then quantize the student")
+        if student.hash == teacher.hash:  # e.g. a sweep candidate `from: student` with `student: "@student"`
+            raise ValueError(f"distill: the teacher and the student are the same model ({teacher.path}); the "
+                             "step's input is the teacher (start the candidate from the teacher)")
     progress = ctx.progress if ctx else True
     out = Path(out_dir)
     t_model, t_proc = load_torch(teacher)
@@ -238,7 +242,9 @@ def distill(teacher: Artifact, cfg: DistillConfig, out_dir: str | Path, ctx: Ste
               "best_dev_wer": min((h["dev_wer"] for h in history), default=None),
               "best_dev_wer_10db": min((h["dev_wer_10db"] for h in history), default=None)}
     (final / "distill_history.json").write_text(json.dumps(history))
-    return finalize(final, "distill", cfg.to_dict(), teacher, report)
+    params = cfg.to_dict() if parent is None else {**cfg.to_dict(), "teacher": str(teacher.path),
+                                                   "teacher_hash": teacher.hash}
+    return finalize(final, step, params, parent or teacher, report)
 
 
 @register("recover", RecoverConfig, frozenset({Kind.TORCH}), "fine-tune the current model by distillation from the root")
@@ -248,4 +254,4 @@ def recover(artifact: Artifact, cfg: RecoverConfig, out_dir: str | Path, ctx: St
 
     artifact.require(STUDENT_KINDS, "recover", "recover its fp32 parent, then quantize")
     root = ctx.root if ctx and ctx.root is not None else artifact
-    return distill(root, replace(cfg, student=str(artifact.path)), out_dir, ctx)
+    return distill(root, replace(cfg, student=str(artifact.path)), out_dir, ctx, parent=artifact, step="recover")

@@ -209,6 +209,13 @@ class Candidate:
     name: str
     start: str  # "teacher" | "student" | a model directory
     steps: tuple[dict, ...] = ()
+    when_cpu_has: tuple[str, ...] = ()  # built and measured only on a CPU with one of these flags
+
+    def skipped_on(self, flags: frozenset[str]) -> str | None:
+        """Why this candidate is skipped on a CPU with `flags` (None: it runs)."""
+        if self.when_cpu_has and not set(self.when_cpu_has) & flags:
+            return f"needs a CPU with {' or '.join(self.when_cpu_has)} (this one has none)"
+        return None
 
 
 @dataclass(frozen=True)
@@ -247,7 +254,10 @@ TOP_KEYS = ("name", "teacher", "student", "data", "eval", "objectives", "maximiz
 
 def _expand(c: dict, i: int) -> list[Candidate]:
     where = f"candidates[{i}]" + (f" ({c.get('name')})" if isinstance(c, dict) and c.get("name") else "")
-    check_keys(c, ("name", "from", "steps", "grid"), where)
+    check_keys(c, ("name", "from", "steps", "grid", "when_cpu_has"), where)
+    flags = c.get("when_cpu_has") or []
+    if not isinstance(flags, list) or not all(isinstance(f, str) and f for f in flags):
+        raise ConfigError(f"{where}.when_cpu_has: a list of CPU flags (e.g. [avx512_bf16, amx_bf16])")
     if "name" not in c:
         raise ConfigError(f"{where}: missing 'name'")
     steps = _check_steps(c.get("steps") or [], f"{where}.steps")
@@ -269,7 +279,7 @@ def _expand(c: dict, i: int) -> list[Candidate]:
         for idx, opt, v in combo:
             st[idx][opt] = v
             suffix += f"-{opt}{v}"
-        out.append(Candidate(str(c["name"]) + suffix, str(c.get("from", "teacher")), tuple(st)))
+        out.append(Candidate(str(c["name"]) + suffix, str(c.get("from", "teacher")), tuple(st), tuple(flags)))
     return out
 
 

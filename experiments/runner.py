@@ -90,11 +90,14 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, log_mlflow: bool = True,
     their WER compared with the reference's on the same utterances, then logged; the Pareto selection
     reported and its picks exported. Re-running resumes: cached steps and figures are reused and nothing is
     logged twice. `remeasure`: re-time every candidate (nothing is rebuilt), e.g. on a quieter machine."""
+    cfg, skipped = skip_for_cpu(cfg)
     sw = Sweep(cfg, started=time.time(), progress=progress)
     prepare(sw)
     if log_mlflow:
         open_tracking(sw)
     print(f"[2/5] {len(cfg.candidates)} candidates (cache: {sw.cache})")
+    for name, why in skipped.items():
+        print(f"      skipped {name}: {why}")
     recs = []
     bar = tqdm(cfg.candidates, desc="candidates", unit="cand", disable=not progress)
     for c in bar:
@@ -108,6 +111,8 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, log_mlflow: bool = True,
     res = P.select([r.row() for r in results], cfg.objectives, cfg.maximize, cfg.budgets)
     ties = find_ties(res, {r["name"]: r for r in recs}, cfg)
     rep = write_report(cfg, res, sw.root, time.time() - sw.started, ties)
+    if skipped:  # beside the table it qualifies (the report is re-rendered with the exports below)
+        rep.table += "\n\n" + "\n".join(f"Skipped on this CPU: {n} ({why})." for n, why in skipped.items())
     print("[4/5] export of the picks")
     exports = export_picks(cfg, res, results, sw.tracker) if cfg.export.enabled else []
     add_exports(rep, cfg, res, time.time() - sw.started, exports, ties)
@@ -116,6 +121,20 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, log_mlflow: bool = True,
     print("[5/5] done")
     print(rep.table)
     return SweepResult(cfg, results, res, rep.report, rep.plot, rep.table_csv, exports, sw.parent_id)
+
+
+def skip_for_cpu(cfg: SweepConfig) -> tuple[SweepConfig, dict[str, str]]:
+    """The config without the candidates this CPU cannot run meaningfully (`when_cpu_has`, e.g. bf16 where
+    it is emulated: 7x slower than fp32 on an AVX2-only machine), and why each was left out."""
+    from dataclasses import replace
+
+    from w2vc.core.device import cpu_flags
+
+    flags = cpu_flags()
+    skipped = {c.name: why for c in cfg.candidates if (why := c.skipped_on(flags))}
+    if not skipped:
+        return cfg, {}
+    return replace(cfg, candidates=tuple(c for c in cfg.candidates if c.name not in skipped)), skipped
 
 
 # ---------------------------------------------------------------------------------------------- prepare

@@ -42,6 +42,12 @@ def test_kd_pulls_student_towards_teacher(tiny_corpus, tiny_layer_model, tiny_gr
     assert out.provenance["parent_hash"] == Artifact.open(tiny_layer_model).hash
 
 
+def test_distilling_a_model_from_itself_is_refused(tiny_corpus, tiny_group_model, tmp_path):
+    cfg = DistillConfig(student=str(tiny_group_model), init="checkpoint", data=str(tiny_corpus), steps=2)
+    with pytest.raises(ValueError, match="same model"):
+        distill(Artifact.open(tiny_group_model), cfg, tmp_path / "d", StepContext(progress=False))
+
+
 def test_teacher_layer_init_with_hidden_loss(tiny_corpus, tiny_layer_model, tmp_path):
     cfg = DistillConfig(init="teacher_layers", teacher_layers=(1,), data=str(tiny_corpus), steps=4,
                         warmup_steps=1, batch_seconds=8, eval_every=4, alpha_hidden=1.0,

@@ -15,10 +15,27 @@ def test_default_config_is_valid_and_spans_the_methods():
     cfg = load_config("experiments/configs/default.yaml")
     kinds = {s["kind"] for c in cfg.candidates for s in c.steps}
     methods = {s.get("method") for c in cfg.candidates for s in c.steps}
-    assert len(cfg.candidates) >= 8
-    assert {"distill", "prune", "recover", "export", "quantize"} <= kinds
-    assert {"bf16", "ort_static_int8", "ort_int4"} <= methods
+    assert len(cfg.candidates) >= 7
+    assert {"export", "quantize"} <= kinds and not {"distill", "recover"} & kinds  # the main job trains nothing
+    assert {"bf16", "ort_static_int8", "ort_int4", "inc_int4_rtn"} <= methods
     assert {"teacher", "student-scratch"} <= {c.name for c in cfg.candidates}
+    # full.yaml: the default's candidates plus the training ones; trained.yaml: exactly the trained models
+    full = load_config("experiments/configs/full.yaml")
+    assert {"distill", "prune", "recover"} <= {s["kind"] for c in full.candidates for s in c.steps}
+    trained = load_config("experiments/configs/trained.yaml")
+    assert {s["kind"] for c in trained.candidates for s in c.steps} == {"distill", "prune", "recover"}
+    assert all(c.start == "teacher" for c in (*full.candidates, *trained.candidates)
+               if any(s["kind"] == "distill" for s in c.steps))  # the input of distill is the teacher
+
+
+def test_candidates_can_be_limited_to_cpus_with_a_flag():
+    cfg = parse_config({**BASE, "candidates": [{"name": "a", "when_cpu_has": ["avx512_bf16", "amx_bf16"]},
+                                               {"name": "b"}]})
+    a, b = cfg.candidates
+    assert a.skipped_on(frozenset({"avx2"})) and "avx512_bf16" in a.skipped_on(frozenset({"avx2"}))
+    assert a.skipped_on(frozenset({"avx2", "amx_bf16"})) is None and b.skipped_on(frozenset()) is None
+    with pytest.raises(ConfigError, match="when_cpu_has"):
+        parse_config({**BASE, "candidates": [{"name": "a", "when_cpu_has": "avx2"}]})
 
 
 @pytest.mark.parametrize("patch, needle", [

@@ -32,7 +32,7 @@ def _config(tmp_path, corpus, teacher, student) -> Path:
             {"name": "teacher-bf16", "from": "teacher", "steps": [{"kind": "quantize", "method": "bf16"}]},
             {"name": "teacher-int8", "from": "teacher",
              "steps": [{"kind": "export"}, {"kind": "quantize", "method": "ort_dynamic_int8"}]},
-            {"name": "distilled", "from": "student",
+            {"name": "distilled", "from": "teacher",
              "steps": [{"kind": "distill", "init": "checkpoint", "student": "@student", "steps": 2,
                         "warmup_steps": 1, "batch_seconds": 8, "eval_every": 2, "bf16": False}]},
             {"name": "pruned", "from": "teacher",
@@ -87,6 +87,8 @@ def test_tiny_sweep_end_to_end_and_kill9_resume(tmp_path, tiny_corpus, tiny_laye
     assert len(parents) == 1
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in cands)
     assert all("wer_clean" in r.data.metrics and "latency_p50_ms" in r.data.metrics for r in cands)
+    lineage = {r.data.tags["w2vc.candidate"]: r.data.tags["lineage"] for r in cands}
+    assert lineage["pruned"].endswith("prune -> recover") and lineage["distilled"].endswith("distill"), lineage
     # 3) the reported front is exactly the non-dominated set of the measured table
     rows = list(csv.DictReader(open(tmp_path / "sweeps" / "tiny" / "candidates.csv")))
     pts = [[float(r[k]) for k in OBJ] for r in rows]

@@ -16,13 +16,20 @@ import torch
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (/proc/cpuinfo; empty where it cannot be read)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
 def cpu_has_bf16() -> bool:
     """AVX512_BF16 / AMX: where bf16 autocast is faster than fp32 on CPU (elsewhere it is emulated, slower)."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def resolve_device(requested: str, cuda_available: bool) -> str:

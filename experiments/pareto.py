@@ -179,41 +179,10 @@ def _fmt(v) -> str:
     return "" if v is None else str(v)
 
 
-def plot(res: ParetoResult, x: str, y: str, path: str | Path, label: str = "name", title: str = "") -> Path:
-    """Scatter of two objectives: all candidates, the front as a step line, picks highlighted."""
-    import matplotlib
+def plot(res: ParetoResult, x: str, y: str, path: str | Path, label: str = "name", title: str = "",
+         size: str | None = "size_mb") -> Path:
+    """PNG of two objectives: every candidate (filled: on the full front; area: `size`), the 2-D front of
+    the pair, intervals, budgets and non-colliding labels (drawn by pareto_plot.py)."""
+    from w2vc.experiments import pareto_plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    pts = [r for r in res.rows if not _isnan(r.get(x)) and not _isnan(r.get(y))]
-    for r in pts:
-        color = "tab:red" if r["knee"] else "tab:orange" if r["pareto"] else "tab:gray"
-        ax.scatter(float(r[x]), float(r[y]), c=color, s=60 if r["pareto"] else 30, zorder=3)
-        err = {a: [[float(r[k]) - float(r[f"{k}_lo"])], [float(r[f"{k}_hi"]) - float(r[k])]]
-               for a, k in (("xerr", x), ("yerr", y)) if not _isnan(r.get(f"{k}_lo")) and not _isnan(r.get(f"{k}_hi"))}
-        if err:  # 95 % intervals where the figure has one
-            ax.errorbar(float(r[x]), float(r[y]), fmt="none", ecolor=color, elinewidth=0.8, alpha=0.7, **err)
-        ax.annotate(str(r.get(label, "")), (float(r[x]), float(r[y])), fontsize=7, xytext=(4, 3),
-                    textcoords="offset points")
-    front2 = sorted((r for r in pts if r["pareto"]), key=lambda r: float(r[x]))
-    if front2:
-        ax.plot([float(r[x]) for r in front2], [float(r[y]) for r in front2], "--", c="tab:orange", lw=1,
-                label="Pareto front (all objectives)")
-    for b in res.budgets:
-        if b.metric == x:
-            ax.axvline(b.value, c="tab:green", ls=":", label=f"budget {b}")
-        if b.metric == y:
-            ax.axhline(b.value, c="tab:green", ls=":", label=f"budget {b}")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.set_title(title or f"{y} vs {x}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return pareto_plot.save(pareto_plot.figure(res, x, y, label=label, size=size, title=title), path)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from w2vc.experiments import pareto as P
 from w2vc.experiments.config import SweepConfig
+from w2vc.experiments.seed_reference import SEED_REFERENCE
 
 # shown after the objectives when some candidate has them
 EXTRA_COLUMNS = ("wer_snr10", "latency_p90_ms", "rtf", "params_m", "peak_rss_mb", "gflops")
@@ -26,7 +27,7 @@ class SweepReport:
     table_csv: Path
 
 
-def write_report(cfg: SweepConfig, res: P.ParetoResult, out_dir: Path, secs: float,
+def write_report(cfg: SweepConfig, res: P.ParetoResult, out_dir: Path, secs: float | None,
                  ties: dict[str, list[str]] | None = None) -> SweepReport:
     """Table, plot and CSV of every candidate, and report.md (without exports yet)."""
     table = results_table(cfg, res)
@@ -37,7 +38,7 @@ def write_report(cfg: SweepConfig, res: P.ParetoResult, out_dir: Path, secs: flo
     return SweepReport(table, report, plot, table_csv)
 
 
-def add_exports(rep: SweepReport, cfg: SweepConfig, res: P.ParetoResult, secs: float,
+def add_exports(rep: SweepReport, cfg: SweepConfig, res: P.ParetoResult, secs: float | None,
                 exports: Sequence[Path], ties: dict[str, list[str]] | None = None) -> None:
     """report.md again, with the wall time to now and the exported bundles."""
     rep.report.write_text(report_md(cfg, res, rep.table, secs, exports, ties))
@@ -50,9 +51,10 @@ def results_table(cfg: SweepConfig, res: P.ParetoResult) -> str:
 
 
 def plot_front(cfg: SweepConfig, res: P.ParetoResult, path: Path) -> Path:
-    """The first objective against the second (against itself when there is one)."""
+    """The first objective against the second (against itself when there is one); marker area = size_mb
+    (pareto_plot.py: WER in %, log latency where it spans decades, the 2-D front of the pair)."""
     x, y = (cfg.objectives[1], cfg.objectives[0]) if len(cfg.objectives) > 1 else (cfg.objectives[0],) * 2
-    return P.plot(res, x, y, path, title=f"sweep {cfg.name}: {y} vs {x}")
+    return P.plot(res, x, y, path, title=f"sweep {cfg.name}: {y} vs {x}", size="size_mb")
 
 
 def write_csv(res: P.ParetoResult, path: Path) -> Path:
@@ -112,13 +114,90 @@ def uncertainty_md(cfg: SweepConfig, res: P.ParetoResult, ties: dict[str, list[s
     return lines + [""]
 
 
-def report_md(cfg: SweepConfig, res: P.ParetoResult, table: str, secs: float,
+def role_rows(cfg: SweepConfig, res: P.ParetoResult) -> tuple[dict | None, dict | None]:
+    """The rows in the seed's Base and Large roles: the sweep's student and teacher as they are (the first
+    candidate of each with no steps), None where the sweep has no such candidate."""
+    by_name = {r["name"]: r for r in res.rows}
+
+    def first(start: str) -> dict | None:
+        return next((by_name[c.name] for c in cfg.candidates
+                     if c.start == start and not c.steps and c.name in by_name), None)
+
+    return first("student"), first("teacher")
+
+
+def noisy_set(cfg: SweepConfig) -> str | None:
+    """The sweep's noisy set for the seed's "noisy WER": snr10 when scored, else the first non-clean set."""
+    return "snr10" if "snr10" in cfg.eval.sets else next((s for s in cfg.eval.sets if s != "clean"), None)
+
+
+def seed_table_md(cfg: SweepConfig, res: P.ParetoResult) -> list[str]:
+    """The seed's Base-vs-Large table beside this sweep's figures for its student (Base role), teacher (Large
+    role) and edge pick, with the Large/Base ratios of both and each budget checked per row."""
+    seed = SEED_REFERENCE
+    base, large, pick = *role_rows(cfg, res), (res.picks[0] if res.picks else None)
+    noisy = noisy_set(cfg)
+    cols = [(base, "Base role"), (large, "Large role"), (pick, "edge pick")]
+    head = ["figure", f"seed {seed.base.name}", f"seed {seed.large.name}", "seed Large/Base",
+            *(f"{r['name']} ({role})" if r else f"({role}: none)" for r, role in cols[:2]), "measured Large/Base",
+            f"{pick['name']} (edge pick)" if pick else "(edge pick: none)"]
+    lines = ["## Base vs Large (the seed's table, measured here)", "",
+             f"Seed columns: {seed.source}; its WER is LibriSpeech test-clean and an unnamed noisy set. Measured "
+             f"columns: this sweep's candidates on its {cfg.eval.split} split ({cfg.eval.limit or 'all'} utterances "
+             f"per set), latency on this CPU ({cfg.eval.threads or 'default'} threads, median of the p50s of "
+             f"{cfg.eval.processes} fresh processes). Base role = `{base['name'] if base else '-'}` "
+             f"(`{cfg.student}`), Large role = `{large['name'] if large else '-'}` (`{cfg.teacher}`), edge pick = "
+             + (f"`{pick['name']}` ({'knee' if pick['knee'] else 'first pick'} of the Pareto front)" if pick
+                else "none (no front member meets every budget)") + ".", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    figures = [("params (M)", "params_m", "params_m", False),
+               ("CPU latency p50, 3 s of audio (ms)", "latency_3s_ms", "latency_p50_ms_3s", False),
+               ("size, weights as run (MB; seed: fp32)", "fp32_mb", "size_mb", False),
+               ("peak memory, RSS (MB)", None, "peak_rss_mb", False),
+               ("WER clean (%)", "wer_clean", "wer_clean", True),
+               (f"WER noisy (%; here {noisy or 'not scored'})", "wer_noisy", f"wer_{noisy}", True)]
+    for text, seed_key, key, pct in figures:
+        sb, sl = (getattr(seed.base, seed_key), getattr(seed.large, seed_key)) if seed_key else (None, None)
+        cells = [text, _fig(sb, pct), _fig(sl, pct), _ratio(sl, sb)]
+        cells += [_fig(r.get(key) if r else None, pct) for r, _ in cols[:2]]
+        cells += [_ratio(large.get(key) if large else None, base.get(key) if base else None),
+                  _fig(pick.get(key) if pick else None, pct)]
+        lines.append("| " + " | ".join(cells) + " |")
+    for given, b in zip(cfg.budgets, res.budgets):
+        value = f"{100 * b.value:.2f} %" if b.metric.startswith(("wer", "cer")) else f"{b.value:.4g}"
+        shown = f"`{given}`" + (f" (= {value})" if given.ref else "")
+        ok = [("✓" if b.ok(r) else "✗") if r else "-" for r, _ in cols]
+        lines.append("| " + " | ".join([f"budget {shown}", "", "", "", *ok[:2], "", ok[2]]) + " |")
+    fits = [("-" if r is None else "yes" if r["within_budget"] else
+             f"no ({sum(b.ok(r) for b in res.budgets)} of {len(res.budgets)} budgets met)") for r, _ in cols]
+    lines.append("| " + " | ".join(["fits the device budget", "", "", "", *fits[:2], "", fits[2]]) + " |")
+    return lines + ["", "Ratios are Large / Base (below 1: Large is better). The seed's MB are fp32 weights "
+                    "(params × 4 bytes); here size is the weights as the candidate runs (MiB) and peak memory the "
+                    "measuring process's peak RSS, runtime included (no seed figure).", ""]
+
+
+def _fig(v, pct: bool = False) -> str:
+    if v is None or P._isnan(v):
+        return "-"
+    v = float(v)
+    if pct:
+        return f"{100 * v:.2f}"
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.1f}" if abs(v) >= 10 else f"{v:.3g}"
+
+
+def _ratio(num, den) -> str:
+    if num is None or den is None or P._isnan(num) or P._isnan(den) or float(den) == 0:
+        return "-"
+    return f"{float(num) / float(den):.2f}×"
+
+
+def report_md(cfg: SweepConfig, res: P.ParetoResult, table: str, secs: float | None,
               exports: Sequence[Path] = (), ties: dict[str, list[str]] | None = None) -> str:
     nan = float("nan")
     lines = [f"# Sweep `{cfg.name}`", "",
              f"Config: `{cfg.source}` · teacher `{cfg.teacher}` · corpus `{cfg.data.corpus}` "
              f"(seed {cfg.data.seed}) · eval sets {', '.join(cfg.eval.sets)} (limit {cfg.eval.limit}) · "
-             f"wall time {secs / 60:.1f} min", "",
+             + (f"wall time {secs / 60:.1f} min" if secs is not None else "re-rendered from the sweep's files"), "",
              f"Objectives (minimised): {', '.join(cfg.objectives)}"
              + (f"; maximised: {', '.join(cfg.maximize)}" if cfg.maximize else "")
              + f". Budgets: {', '.join(str(b) for b in cfg.budgets) or 'none'}.", "",
@@ -135,6 +214,7 @@ def report_md(cfg: SweepConfig, res: P.ParetoResult, table: str, secs: float,
                          f"WER {100 * r.get('wer_clean', nan):.2f} % = {wr:.2f}× the teacher's, "
                          f"size {r.get('size_mb', nan):.1f} MB")
         lines.append("")
+    lines += seed_table_md(cfg, res)
     lines += uncertainty_md(cfg, res, ties)
     if exports:
         lines.append("## Exported bundles (load with `ORTModelForCTC.from_pretrained`)")

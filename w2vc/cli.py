@@ -148,6 +148,19 @@ def cmd_sweep(a) -> int:
     return 0
 
 
+def cmd_report(a) -> int:
+    from w2vc.experiments.rerender import report_from_dir
+
+    rep, missing = report_from_dir(a.sweep_dir, a.out)
+    if missing:
+        print(f"warning: no figures yet for {', '.join(missing)} (left out of the report)")
+    print(rep.table)
+    print(f"report: {rep.report}\nplot:   {rep.plot}\ntable:  {rep.table_csv}")
+    _write_json(a.json, {"report": str(rep.report), "plot": str(rep.plot), "table": str(rep.table_csv),
+                         "missing": missing})
+    return 0
+
+
 def cmd_whatif(a) -> int:
     from w2vc.eval.cost import parse_seconds
     from w2vc.experiments.whatif import whatif
@@ -308,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "(nothing rebuilt; WER kept), e.g. to confirm a front on a quieter machine")
     sw.add_argument("--json")
     sw.set_defaults(fn=cmd_sweep)
+
+    rp = sub.add_parser("report", help="render a sweep's report, plot and table again from its files "
+                        "(config.json + evals/; nothing rebuilt or re-measured, no MLflow)")
+    rp.add_argument("sweep_dir", help="the sweep's directory, e.g. runs/sweeps/offline-default")
+    rp.add_argument("--out", help="write there instead of the sweep's directory")
+    rp.add_argument("--json")
+    rp.set_defaults(fn=cmd_report)
 
     wi = sub.add_parser("whatif", help="cost of a recipe on the true Base/Large shape (random weights, cost-only)")
     wi.add_argument("--arch", required=True, choices=["base", "large", "base-s", "large-s"])

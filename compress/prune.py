@@ -306,18 +306,76 @@ def _keep_counts(scores: list[torch.Tensor], ratio: float, scope: str, min_keep:
     return [min(n, max(c, min_keep)) for c, n in zip(counts, sizes)]
 
 
+def _surgery_graph(model, cnn: bool):
+    """torch-pruning's DependencyGraph of the model; CNN pruning refused where a GroupNorm mixes channels."""
+    import torch_pruning as tp
+
+    w2v = model.wav2vec2
+    norms = [c.layer_norm for c in w2v.feature_extractor.conv_layers
+             if isinstance(getattr(c, "layer_norm", None), nn.GroupNorm)]
+    if cnn and any(g.num_groups != g.num_channels for g in norms):
+        raise ValueError("CNN pruning supports per-channel GroupNorm only (num_groups == channels, Base style)")
+    example = torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
+    spec = getattr(w2v, "masked_spec_embed", None)  # SpecAugment vector, hidden-sized: never pruned here
+    return tp.DependencyGraph().build_dependency(model, example_inputs=example, output_transform=lambda o: o.logits.sum(),
+                                                 unwrapped_parameters=[(spec, 0)] if spec is not None else None)
+
+
+def _apply_width_plans(model, dg, plans) -> None:
+    """Remove (root module, torch-pruning fn, channel indices) groups, then fix what torch-pruning leaves: the
+    attention's head count and embed_dim, per-channel GroupNorm groups, config.conv_dim."""
+    for m, fn, idxs in plans:
+        dg.get_pruning_group(m, fn, idxs=idxs).prune()
+    w2v = model.wav2vec2
+    for lyr in w2v.encoder.layers:  # torch-pruning changes tensors only; the attention's own bookkeeping follows
+        a = lyr.attention
+        inner = a.q_proj.out_features
+        if not (a.k_proj.out_features == a.v_proj.out_features == a.out_proj.in_features == inner):
+            raise RuntimeError("attention projections disagree after pruning (torch-pruning grouping changed?)")
+        a.num_heads, a.embed_dim = inner // a.head_dim, inner
+    convs = w2v.feature_extractor.conv_layers
+    for c in convs:
+        if isinstance(getattr(c, "layer_norm", None), nn.GroupNorm):
+            c.layer_norm.num_groups = c.layer_norm.num_channels
+    model.config.conv_dim = [c.conv.out_channels for c in convs]
+
+
+def remove_units(model, gone: dict[str, list[list[int]]]) -> None:
+    """Remove chosen units in place: gone[part][i] lists the units of layer i to remove (part "heads": head
+    numbers of transformer layer i; "ffn": its FFN channels; "cnn": out channels of conv layer i). The same
+    surgery as importance pruning with the choice made by the caller (learned gates); record_shapes after."""
+    import torch_pruning as tp
+
+    bad = sorted(set(gone) - set(PARTS))
+    if bad:
+        raise ValueError(f"unknown part(s) {', '.join(bad)}; known: {', '.join(PARTS)}")
+    w2v = model.wav2vec2
+    layers, convs = w2v.encoder.layers, w2v.feature_extractor.conv_layers
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    roots = {"heads": ([lyr.attention.q_proj for lyr in layers], tp.prune_linear_out_channels, head_dim),
+             "ffn": ([lyr.feed_forward.intermediate_dense for lyr in layers], tp.prune_linear_out_channels, 1),
+             "cnn": ([c.conv for c in convs], tp.prune_conv_out_channels, 1)}
+    plans = []
+    for part, per_layer in gone.items():
+        mods, fn, unit = roots[part]
+        if len(per_layer) != len(mods):
+            raise ValueError(f"{part}: {len(per_layer)} index lists for {len(mods)} layers")
+        for m, units in zip(mods, per_layer):
+            n = (m.out_features if fn is tp.prune_linear_out_channels else m.out_channels) // unit
+            if units and (len(set(units)) >= n or min(units) < 0 or max(units) >= n):
+                raise ValueError(f"{part}: cannot remove units {sorted(units)} of {n} (>= 1 must stay)")
+            if units:
+                plans.append((m, fn, [u * unit + j for u in sorted(set(units)) for j in range(unit)]))
+    if plans:
+        _apply_width_plans(model, _surgery_graph(model, cnn=any(gone.get("cnn", []))), plans)
+
+
 def _prune_width(model, ratios: dict[str, float], cfg: PruneConfig) -> dict:
     import torch_pruning as tp
 
     w2v = model.wav2vec2
     layers, convs = w2v.encoder.layers, w2v.feature_extractor.conv_layers
-    norms = [c.layer_norm for c in convs if isinstance(getattr(c, "layer_norm", None), nn.GroupNorm)]
-    if ratios["cnn"] and any(g.num_groups != g.num_channels for g in norms):
-        raise ValueError("CNN pruning supports per-channel GroupNorm only (num_groups == channels, Base style)")
-    example = torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
-    spec = getattr(w2v, "masked_spec_embed", None)  # SpecAugment vector, hidden-sized: never pruned here
-    dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, output_transform=lambda o: o.logits.sum(),
-                                               unwrapped_parameters=[(spec, 0)] if spec is not None else None)
+    dg = _surgery_graph(model, cnn=bool(ratios["cnn"]))
     # Taylor scores are loss changes, comparable across layers as they are; weight norms are not (fan-in and
     # scale differ per layer), so magnitude is divided by each layer's mean before a global ranking.
     if cfg.importance == "taylor":
@@ -349,18 +407,7 @@ def _prune_width(model, ratios: dict[str, float], cfg: PruneConfig) -> dict:
             if gone:
                 plans.append((m, fn, [u * unit + j for u in gone for j in range(unit)]))
         reached[part] = round(1 - sum(counts) / sum(len(s) for s in scores), 4)
-    for m, fn, idxs in plans:
-        dg.get_pruning_group(m, fn, idxs=idxs).prune()
-
-    for lyr in layers:  # torch-pruning changes tensors only; the attention's own bookkeeping follows here
-        a = lyr.attention
-        inner = a.q_proj.out_features
-        if not (a.k_proj.out_features == a.v_proj.out_features == a.out_proj.in_features == inner):
-            raise RuntimeError("attention projections disagree after pruning (torch-pruning grouping changed?)")
-        a.num_heads, a.embed_dim = inner // a.head_dim, inner
-    for g in norms:
-        g.num_groups = g.num_channels
-    model.config.conv_dim = [c.conv.out_channels for c in convs]
+    _apply_width_plans(model, dg, plans)
     return reached
 
 

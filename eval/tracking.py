@@ -4,7 +4,9 @@ Default store `sqlite:///mlflow.db` with artifacts under ./mlruns (MLflow 3's ow
 `MLFLOW_TRACKING_URI` wins when set. Two ways in: `log_run` for a one-shot run (eval, bench, a search
 trial), which writes its figures to a local JSON file first and only warns when MLflow fails; `Tracker`
 for runs handled by id over a long job (a sweep's parent run, candidate runs found again by tag on resume,
-re-tagged after the Pareto selection, registered models), whose callers keep the figures on disk first.
+re-tagged after the Pareto selection, logged and registered models), whose callers keep the figures on
+disk first. Every experiment w2vc opens is tagged a custom-model one (EXPERIMENT_KIND), so MLflow 3's UI opens
+it on its runs rather than on the GenAI overview.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ log = logging.getLogger(__name__)
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "w2vc"
 LOCAL_DIR = Path("runs") / "figures"
+# The tag MLflow 3's UI reads to choose an experiment's landing tab (Runs unless "genai_development"); the
+# key and values are those of mlflow/server/js (ExperimentKind), set there by the UI's kind selector.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def cpu_model() -> str:
@@ -57,11 +62,15 @@ def tracking_uri() -> str:
 
 
 def setup_mlflow(experiment: str = DEFAULT_EXPERIMENT):
-    """Point MLflow at the store and the experiment (created when missing); returns the mlflow module."""
+    """Point MLflow at the store and the experiment (created when missing, tagged with EXPERIMENT_KIND
+    unless it has a kind already, e.g. chosen in the UI); returns the mlflow module."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(experiment)
+    exp = mlflow.set_experiment(experiment)
+    key, kind = EXPERIMENT_KIND
+    if key not in exp.tags:
+        mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, key, kind)
     return mlflow
 
 
@@ -203,18 +212,34 @@ class Tracker:
     def terminate(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
 
-    def register_version(self, name: str, run_id: str, artifact_path: str, description: str = "") -> str:
-        """A model-registry version of `name` (created when new) pointing at the run's `artifact_path`
-        directory; returns "name/version".
+    def log_pyfunc_model(self, run_id: str, name: str, data_dir: str | Path, loader_file: str | Path,
+                         pip_requirements: list[str], metadata: dict | None = None) -> str:
+        """An MLflow model (MLflow 3: a LoggedModel, output of the run) whose pyfunc flavour is
+        `loader_file`, a self-contained module defining `_load_pyfunc(data_path)` carried in the model's
+        code/ folder, over `data_dir` (copied into the model); returns its model id.
 
-        The directory is a plain artifact directory (e.g. ONNX + processor), not an MLflow flavour: MLflow 3's
-        register_model("runs:/...") looks for a LoggedModel, so the version points at the artifacts directly.
+        A loader module rather than a pickled PythonModel or a models-from-code file: the logged model
+        imports neither w2vc nor mlflow, only what `pip_requirements` declares.
         """
+        import mlflow
+        from mlflow.models import Model
+
+        mlflow.set_experiment(experiment_id=self.experiment_id)  # the logged model's experiment
+        info = Model.log(artifact_path=None, name=name, flavor=mlflow.pyfunc, run_id=run_id,
+                         loader_module=Path(loader_file).stem,
+                         data_path=str(data_dir), code_paths=[str(loader_file)],
+                         pip_requirements=list(pip_requirements), metadata=metadata)
+        return info.model_id
+
+    def register_version(self, name: str, run_id: str, model_id: str, description: str = "") -> str:
+        """A model-registry version of `name` (created when new) whose source is the logged model
+        `model_id` (`models:/<model_id>`), so `mlflow.pyfunc.load_model("models:/<name>/<version>")` loads
+        it; returns "name/version"."""
         from mlflow.exceptions import MlflowException
 
         try:
             self.client.create_registered_model(name, description=description)
         except MlflowException:  # registered before (an earlier sweep): add a version
             pass
-        source = f"{self.run(run_id).artifact_uri}/{artifact_path}"
-        return f"{name}/{self.client.create_model_version(name, source, run_id=run_id).version}"
+        v = self.client.create_model_version(name, f"models:/{model_id}", run_id=run_id, model_id=model_id)
+        return f"{name}/{v.version}"

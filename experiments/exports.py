@@ -1,5 +1,6 @@
-"""The sweep's last stage: its budget-feasible Pareto picks as deployable ONNX bundles, each registered as
-a model version logged to its candidate run.
+"""The sweep's last stage: its budget-feasible Pareto picks as deployable ONNX bundles, each logged to its
+candidate run as an MLflow model (pyfunc: audio in, text out; `pyfunc_asr`) and registered, so
+`mlflow.pyfunc.load_model("models:/w2vc-<sweep>-<candidate>/<version>")` transcribes with no w2vc installed.
 
 Re-runnable: a bundle already exported from the same artifact (its `source_hash`) is kept, and only a
 registration that failed or was cut off is done again. A bundle appears under its final name only once
@@ -11,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from w2vc.core.artifact import Artifact
 from w2vc.experiments import pareto as P
+from w2vc.experiments import pyfunc_asr
 from w2vc.experiments.config import SweepConfig
 
 if TYPE_CHECKING:
@@ -37,7 +40,7 @@ def export_picks(cfg: SweepConfig, res: P.ParetoResult, results: list[CandidateR
             out_paths.append(dst)
             if register and cr.run_id and "registered_model" not in tracker.run(cr.run_id).tags:
                 # exported before, but its registration failed or was cut off
-                register_bundle(tracker, cr, dst, cfg)
+                register_bundle(tracker, cr, dst, cfg, reuse_logged=True)
             continue
         if export_bundle(cfg, cr, art, dst):
             out_paths.append(dst)
@@ -80,14 +83,36 @@ def export_bundle(cfg: SweepConfig, cr: CandidateResult, art: Artifact, dst: Pat
     return True
 
 
-def register_bundle(tracker: Tracker, cr: CandidateResult, bundle: Path, cfg: SweepConfig) -> None:
-    """Log the bundle to the candidate's run and register it (model registry name: w2vc-<sweep>-<cand>).
-    A registry failure is a warning: the bundle on disk is the deliverable."""
+def register_bundle(tracker: Tracker, cr: CandidateResult, bundle: Path, cfg: SweepConfig,
+                    reuse_logged: bool = False) -> None:
+    """The bundle as an MLflow model of the candidate's run, registered as w2vc-<sweep>-<candidate>
+    (`log_bundle_model`). A failure is a warning: the bundle on disk is the deliverable."""
     try:
-        tracker.log_artifacts(cr.run_id, bundle, "bundle")
         name = f"w2vc-{cfg.name}-{cr.name}".replace("/", "-")
-        ref = tracker.register_version(name, cr.run_id, "bundle",
-                                       description=f"w2vc sweep {cfg.name}: candidate {cr.name}")
+        ref = log_bundle_model(tracker, cr.run_id, bundle, name, reuse_logged=reuse_logged,
+                               description=f"w2vc sweep {cfg.name}: candidate {cr.name}",
+                               metadata={"w2vc_sweep": cfg.name, "w2vc_candidate": cr.name})
         tracker.set_tags(cr.run_id, {"registered_model": ref})
     except Exception as e:
         print(f"warning: model registry skipped for {cr.name} ({type(e).__name__}: {e})")
+
+
+def pip_requirements() -> list[str]:
+    """What the logged model imports (`pyfunc_asr.REQUIREMENTS`), pinned to the versions here."""
+    return [f"{p}=={version(p)}" for p in pyfunc_asr.REQUIREMENTS]
+
+
+def log_bundle_model(tracker: Tracker, run_id: str, bundle: Path, name: str, description: str = "",
+                     metadata: dict | None = None, reuse_logged: bool = False) -> str:
+    """Log `bundle` (ONNX graph + processor files, copied in) as an MLflow model of run `run_id` whose
+    pyfunc is `pyfunc_asr`, and register it as a version of `name` whose source is that logged model;
+    returns "name/version". `reuse_logged`: register the model the run logged before (its `logged_model`
+    tag), when only the registration is to be done again."""
+    model_id = tracker.run(run_id).tags.get("logged_model") if reuse_logged else None
+    if not model_id:
+        about = {"input": "audio file paths, or 16 kHz mono float arrays (one per utterance)",
+                 "output": "one transcript per utterance (greedy CTC)"}
+        model_id = tracker.log_pyfunc_model(run_id, name, bundle, Path(pyfunc_asr.__file__), pip_requirements(),
+                                            metadata={**about, **(metadata or {})})
+        tracker.set_tags(run_id, {"logged_model": model_id})
+    return tracker.register_version(name, run_id, model_id, description=description)

@@ -100,15 +100,14 @@ def test_tiny_sweep_end_to_end_and_kill9_resume(tmp_path, tiny_corpus, tiny_laye
     bundles = list((tmp_path / "exports" / "tiny").iterdir())
     assert bundles and all((b / "model.onnx").exists() or list(b.glob("*.onnx")) for b in bundles)
     assert all((b / "vocab.json").exists() and (b / "README.md").exists() for b in bundles)
-    # each exported pick is a version in the model registry, pointing at the bundle logged to its run
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    for b in bundles:
+    for b in bundles:  # each exported pick: a registered version whose source is the model logged to its run
         versions = c.search_model_versions(f"name='w2vc-tiny-{b.name}'")
-        assert len(versions) == 1 and versions[0].source.endswith("/bundle"), versions
+        assert len(versions) == 1 and versions[0].source == f"models:/{versions[0].model_id}", versions
         assert c.get_run(versions[0].run_id).data.tags["w2vc.candidate"] == b.name
-        assert {f.path for f in c.list_artifacts(versions[0].run_id, "bundle")} >= {"bundle/vocab.json"}
+        assert c.get_logged_model(versions[0].model_id).source_run_id == versions[0].run_id
     # 4) a third run rebuilds nothing and logs nothing new
     t0 = time.time()
     p = _run(cfg, tmp_path)

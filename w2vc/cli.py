@@ -199,6 +199,26 @@ def cmd_quantize_search(a) -> int:
     return run_quantize_search(a)
 
 
+def cmd_transcribe(a) -> int:
+    from w2vc import transcribe as T
+
+    cfg = T.TranscribeConfig(chunk_s=a.chunk_s, stride_s=a.stride_s, threads=a.threads)
+    inputs = T.find_audio(a.inputs)
+    if a.format == "srt" and len(inputs) > 1 and not a.out:
+        raise T.TranscribeError(f"{len(inputs)} inputs give {len(inputs)} SRT files: give --out FOLDER")
+    model = T.open_model(a.model, cfg.threads)
+    results = T.transcribe_files(model, inputs, cfg, progress=not a.no_progress)
+    if a.out:
+        for p in T.write_outputs(results, a.format, a.out, a.model, model.runtime, cfg):
+            print(f"wrote {p}", file=sys.stderr)
+    else:
+        sys.stdout.write(T.render(results, a.format, a.model, model.runtime, cfg))
+    audio_s, compute_s = sum(r.duration_s for r in results), sum(r.compute_s for r in results)
+    print(f"{len(results)} file(s), {audio_s:.1f} s of audio in {compute_s:.2f} s "
+          f"(RTF {compute_s / audio_s:.3f}, {model.runtime})", file=sys.stderr)
+    return 0
+
+
 def cmd_pack(a) -> int:
     from w2vc.core.models import pack_fp16
 
@@ -308,6 +328,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--long-unchunked", action="store_true", help="--long: also each recording in one pass "
                    "(memory grows with length squared)")
     e.set_defaults(fn=cmd_eval)
+    tr = sub.add_parser("transcribe", help="transcribe audio files or folders (any length; PyTorch or ONNX) to "
+                        "text, JSON with per-chunk timings, or SRT subtitles")
+    tr.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders (searched recursively); "
+                    "wav/flac/ogg/mp3 via soundfile, m4a/aac/webm/... via ffmpeg when installed")
+    tr.add_argument("--model", required=True, help="model directory (PyTorch or ONNX artifact) or hub id")
+    tr.add_argument("--chunk-s", type=float, default=10.0, help="window length in seconds (default 10; 0 = "
+                    "each file in one pass)")
+    tr.add_argument("--stride-s", type=float, help="overlap dropped on each side of a window (default chunk/6)")
+    tr.add_argument("--threads", type=int, help="intra-op threads (torch or ONNX Runtime)")
+    tr.add_argument("--format", choices=["text", "json", "srt"], default="text")
+    tr.add_argument("--out", help="output file, or folder (existing, or ending in /; several SRT inputs always) "
+                    "for one <name>.<txt|json|srt> per input; default stdout")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    tr.set_defaults(fn=cmd_transcribe)
+
     pk = sub.add_parser("pack", help="store a trained model as fp16 safetensors + processor (for committing)")
     pk.add_argument("src")
     pk.add_argument("out")

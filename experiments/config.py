@@ -2,8 +2,10 @@
 
 A candidate is a chain of steps from a starting model (`teacher`, `student`, or a path); `grid` expands
 one candidate into several by step parameter, addressed as `<kind>.<option>` (first step of that kind)
-or `<index>.<option>`. `search:` (experiments/search.py) addresses its knobs the same way. Unknown keys are
-rejected by the one check of w2vc.core.config, so a typo fails at parse time, not an hour into a sweep.
+or `<index>.<option>`; `search:` (experiments/search.py) addresses its knobs the same way. A step option
+may name a model: `@teacher`, `@student`, or `@<candidate>` (what another candidate builds, e.g. a
+cascade's `strong`). Unknown keys are rejected by the one check of w2vc.core.config, so a typo fails at
+parse time, not an hour into a sweep.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+import w2vc.compress.cascade  # noqa: F401  (registers the cascade step; belongs with the others in recipes.py)
 from w2vc.core.config import ConfigBase, ConfigError, check_keys
 from w2vc.experiments.pareto import Budget
 from w2vc.experiments.recipes import get_step
@@ -306,6 +309,24 @@ def _check_search(s: SearchConfig, cfg: SweepConfig) -> None:
                                 f"search.steps[{j}] ({st['kind']})" + (f" with {at}" if at else ""))
 
 
+def _candidate_refs(c: Candidate) -> list[str]:
+    return [v[1:] for s in c.steps for k, v in s.items()
+            if k != "kind" and isinstance(v, str) and v.startswith("@") and v not in ("@teacher", "@student")]
+
+
+def _check_refs(cands: list[Candidate]) -> None:
+    """`@<candidate>` in a step option (e.g. a cascade's strong model) names another candidate, one that
+    names none itself (so the runner builds it first and no chain can loop)."""
+    named = {c.name: c for c in cands}
+    for c in cands:
+        for r in _candidate_refs(c):
+            if r not in named:
+                raise ConfigError(f"candidate {c.name}: '@{r}' names no candidate (use @teacher, @student or "
+                                  "@<candidate name>, grid suffix included)")
+            if r == c.name or _candidate_refs(named[r]):
+                raise ConfigError(f"candidate {c.name}: '@{r}' must name another candidate that refers to none")
+
+
 def parse_config(raw: dict, source: str = "") -> SweepConfig:
     check_keys(raw, TOP_KEYS, "config")
     for k in ("name", "teacher", "candidates"):
@@ -328,6 +349,7 @@ def parse_config(raw: dict, source: str = "") -> SweepConfig:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ConfigError(f"candidates: duplicate name(s) {', '.join(dup)}")
+    _check_refs(cands)
     cfg = SweepConfig(name=str(raw["name"]), teacher=str(raw["teacher"]), student=raw.get("student"),
                       data=data, eval=ev,
                       objectives=tuple(raw.get("objectives") or ("wer_clean", "latency_p50_ms", "size_mb")),

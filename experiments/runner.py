@@ -20,10 +20,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from w2vc.core.artifact import Artifact, step_key
+from w2vc.core.artifact import Artifact, Kind, step_key
 from w2vc.core.util import file_lock
 from w2vc.eval.tracking import Tracker
 from w2vc.experiments import pareto as P
+from w2vc.experiments.cascades import cascade_note, is_cascade, measure_cascade, time_on_audio
 from w2vc.experiments.config import Candidate, SweepConfig
 from w2vc.experiments.exports import export_picks
 from w2vc.experiments.recipes import StepContext, get_step
@@ -111,8 +112,12 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, log_mlflow: bool = True,
     res = P.select([r.row() for r in results], cfg.objectives, cfg.maximize, cfg.budgets)
     ties = find_ties(res, {r["name"]: r for r in recs}, cfg)
     rep = write_report(cfg, res, sw.root, time.time() - sw.started, ties)
-    if skipped:  # beside the table it qualifies (the report is re-rendered with the exports below)
-        rep.table += "\n\n" + "\n".join(f"Skipped on this CPU: {n} ({why})." for n, why in skipped.items())
+    note = cascade_note(cfg, res.rows)  # how cascades were timed, beside the table it qualifies
+    if skipped:
+        note = "\n".join([*(f"Skipped on this CPU: {n} ({why})." for n, why in skipped.items()), note or ""]).strip()
+    if note:
+        rep.table = f"{rep.table}\n\n{note}"
+        add_exports(rep, cfg, res, time.time() - sw.started, [], ties)
     print("[4/5] export of the picks")
     exports = export_picks(cfg, res, results, sw.tracker) if cfg.export.enabled else []
     add_exports(rep, cfg, res, time.time() - sw.started, exports, ties)
@@ -220,10 +225,19 @@ def log_record(sw: Sweep, rec: dict, remeasured: bool = False) -> CandidateResul
     return cr
 
 
-def _resolve_refs(params: dict, cfg: SweepConfig) -> dict:
-    """`@teacher` / `@student` in step options name the sweep's models."""
-    return {k: (cfg.start_path(v[1:]) if isinstance(v, str) and v in ("@teacher", "@student") else v)
-            for k, v in params.items()}
+def _resolve_refs(params: dict, cfg: SweepConfig, cache: Path | None = None, progress: bool = True) -> dict:
+    """`@teacher` / `@student` in step options name the sweep's models; `@<candidate>` (e.g. a cascade's
+    strong model) the artifact that candidate builds, built first when `cache` is given."""
+    named = {c.name: c for c in cfg.candidates}
+
+    def ref(v):
+        if isinstance(v, str) and v in ("@teacher", "@student"):
+            return cfg.start_path(v[1:])
+        if isinstance(v, str) and v[1:] in named and v.startswith("@") and cache is not None:
+            return str(build_candidate(named[v[1:]], cfg, cache, progress).path)
+        return v
+
+    return {k: ref(v) for k, v in params.items()}
 
 
 def build_candidate(c: Candidate, cfg: SweepConfig, cache: Path, progress: bool = True) -> Artifact:
@@ -236,7 +250,7 @@ def build_candidate(c: Candidate, cfg: SweepConfig, cache: Path, progress: bool 
     ctx = StepContext(root=root, progress=progress)
     for s in c.steps:
         spec = get_step(s["kind"])
-        params = _resolve_refs({k: v for k, v in s.items() if k != "kind"}, cfg)
+        params = _resolve_refs({k: v for k, v in s.items() if k != "kind"}, cfg, cache, progress)
         control = None
         if "accuracy_control" in params:  # a measured search picks keep_fp32 first (accuracy_control.py)
             from w2vc.experiments.accuracy_control import StepControl
@@ -274,7 +288,7 @@ def measure(sw: Sweep, c: Candidate, art: Artifact, key: str, t0: float) -> dict
     fig_file = sw.evals / f"{c.name}-{key}.json"
     if fig_file.exists():
         return json.loads(fig_file.read_text())
-    metrics, texts = measure_candidate(art, sw.cfg, sw.eval_data)
+    metrics, texts = measure_candidate(art, sw.cfg, sw.eval_data, timed_later=True)
     rec = {"name": c.name, "key": key, "artifact": str(art.path), "metrics": metrics, "timed": False,
            "lineage": art.provenance.get("lineage", []), "recipe": list(c.steps), "texts": texts,
            "build_seconds": round(time.time() - t0, 1)}
@@ -282,14 +296,17 @@ def measure(sw: Sweep, c: Candidate, art: Artifact, key: str, t0: float) -> dict
     return rec
 
 
-def measure_candidate(art: Artifact, cfg: SweepConfig, eval_data) -> tuple[dict, dict]:
+def measure_candidate(art: Artifact, cfg: SweepConfig, eval_data, timed_later: bool = False) -> tuple[dict, dict]:
     """WER on the preloaded sets (with bootstrap intervals) + cost in a clean child process (size, peak RSS,
-    FLOPs, a first latency that `time_candidates` completes). Returns (metrics, text artifacts)."""
+    FLOPs, a first latency that `time_candidates` completes; a cascade's only when not `timed_later`).
+    Returns (metrics, text artifacts)."""
     from w2vc.core.load import load
     from w2vc.eval.evaluate import evaluate_model
     from w2vc.eval.isolation import measure_cost_isolated
 
     tr = load(art, threads=cfg.eval.threads)
+    if art.kind is Kind.CASCADE:  # fallback rates, and a cost that depends on the input (cascades.py)
+        return measure_cascade(art, tr, cfg, eval_data, first_timing=not timed_later)
     res = evaluate_model(tr, eval_data, threads=cfg.eval.threads, model_name=str(art.path))
     metrics = {k: v for k, v in res.metrics.items()}
     cost = measure_cost_isolated(str(art.path), cfg=cost_config(cfg))
@@ -306,28 +323,44 @@ def cost_config(cfg: SweepConfig):
 
 
 def _is_timing(metric: str) -> bool:
-    return metric.startswith(("latency_", "rtf", "cpu_ms_"))
+    return metric.startswith(("latency_", "rtf", "cpu_ms_", "utt_latency_", "utt_rtf"))
 
 
 def time_candidates(sw: Sweep, recs: list[dict], force: bool = False) -> None:
     """The latency stage: every candidate not yet timed (all with `force`) timed in `eval.processes` fresh
     processes, the processes of all candidates interleaved (w2vc.eval.isolation.time_interleaved), so the
-    figures of one run compare as ratios. Records are updated on disk before anything is logged."""
-    from w2vc.eval.cost import length_metrics
+    figures of one run compare as ratios. Records are updated on disk before anything is logged.
+    Cascades are timed on the eval utterances instead (their cost depends on the input), and then the
+    reference as well, on the same utterances (`utt_*`; experiments/cascades.py)."""
+    from w2vc.eval.cost import headline_of, length_metrics
     from w2vc.eval.isolation import CostJob, time_interleaved
 
     todo = [r for r in recs if force or not r.get("timed")]
-    if not todo:
-        return
+    clips = [r for r in todo if not is_cascade(r)]
     cfg = cost_config(sw.cfg)
-    print(f"      timing {len(todo)} candidate(s) in {cfg.processes} fresh processes each, interleaved")
-    lengths = time_interleaved([CostJob(r["name"], model=r["artifact"]) for r in todo], cfg, sw.progress)
-    for rec, ls in zip(todo, lengths):
-        if rec.get("timed"):
-            rec.setdefault("latency_history", []).append({k: v for k, v in rec["metrics"].items() if _is_timing(k)})
+    if clips:
+        print(f"      timing {len(clips)} candidate(s) in {cfg.processes} fresh processes each, interleaved")
+    lengths = time_interleaved([CostJob(r["name"], model=r["artifact"]) for r in clips], cfg, sw.progress) \
+        if clips else []
+    for rec, ls in zip(clips, lengths):
+        _keep_history(rec)
         rec["metrics"].update({k: v for k, v in length_metrics(ls).items() if _is_timing(k)})
+        rec["metrics"]["latency_mean_ms"] = headline_of(ls).latency_mean_ms  # what a cascade is ranked by
         rec["timed"] = True
         _atomic_json(sw.evals / f"{rec['name']}-{rec['key']}.json", rec)
+    for rec, cost in time_on_audio(recs, todo, sw.cfg, sw.eval_data, force, sw.progress):
+        if is_cascade(rec):
+            _keep_history(rec)
+            rec["metrics"].update(cost.headline_metrics())
+            rec["timed"] = True
+        else:
+            rec["metrics"].update(cost.metrics())
+        _atomic_json(sw.evals / f"{rec['name']}-{rec['key']}.json", rec)
+
+
+def _keep_history(rec: dict) -> None:
+    if rec.get("timed"):
+        rec.setdefault("latency_history", []).append({k: v for k, v in rec["metrics"].items() if _is_timing(k)})
 
 
 def compare_with_reference(sw: Sweep, recs: list[dict]) -> None:

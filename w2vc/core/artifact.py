@@ -5,7 +5,9 @@ Three kinds, read once from the directory (never guessed again elsewhere):
 - `torch`: a Hugging Face `save_pretrained` directory (Wav2Vec2ForCTC / Wav2Vec2Processor.from_pretrained);
 - `torch+runtime`: the same, plus `w2vc_runtime.json`, a transform applied on load (bf16 weights, torch
   dynamic int8, INC int4 fake-quant): what runs is not the plain fp32 model;
-- `onnx`: what optimum writes (model.onnx + the same processor files; ORTModelForCTC.from_pretrained).
+- `onnx`: what optimum writes (model.onnx + the same processor files; ORTModelForCTC.from_pretrained);
+- `cascade`: `w2vc_cascade.json` only, naming a fast and a strong artifact and the confidence rule that
+  routes an utterance from one to the other (w2vc.core.cascade); no weights of its own.
 Steps never modify their input; each declares the kinds it accepts (`Artifact.require`).
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 
 PROVENANCE = "w2vc.json"
 RUNTIME_FILE = "w2vc_runtime.json"
+CASCADE_FILE = "w2vc_cascade.json"
 PROCESSOR_FILES = ("preprocessor_config.json", "vocab.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json")
 WEIGHT_EXTS = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data", ".pt")
@@ -31,6 +34,7 @@ class Kind(str, Enum):
     TORCH = "torch"
     TORCH_RUNTIME = "torch+runtime"
     ONNX = "onnx"
+    CASCADE = "cascade"
 
 
 ANY_TORCH = frozenset({Kind.TORCH, Kind.TORCH_RUNTIME})
@@ -50,6 +54,8 @@ def onnx_file(path: str | os.PathLike) -> Path:
 
 def kind_of(path: str | os.PathLike) -> Kind:
     p = Path(path)
+    if (p / CASCADE_FILE).is_file():
+        return Kind.CASCADE
     if p.is_file() and p.suffix == ".onnx" or p.is_dir() and any(p.glob("*.onnx")):
         return Kind.ONNX
     return Kind.TORCH_RUNTIME if (p / RUNTIME_FILE).is_file() else Kind.TORCH
@@ -110,8 +116,8 @@ class Artifact:
 
     @property
     def format(self) -> str:
-        """'onnx' or 'torch' (either torch kind): which runtime executes it."""
-        return "onnx" if self.kind is Kind.ONNX else "torch"
+        """'onnx', 'cascade' (two models) or 'torch' (either torch kind): which runtime executes it."""
+        return {Kind.ONNX: "onnx", Kind.CASCADE: "cascade"}.get(self.kind, "torch")
 
     @property
     def transform(self) -> str | None:
@@ -120,6 +126,8 @@ class Artifact:
 
     @property
     def model_file(self) -> Path:
+        if self.kind is Kind.CASCADE:
+            raise ValueError(f"{self.path} is a cascade: its models are the artifacts {CASCADE_FILE} names")
         if self.kind is Kind.ONNX:
             return onnx_file(self.path)
         for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"):
@@ -144,7 +152,11 @@ class Artifact:
 
     @property
     def size_mb(self) -> float:
-        """Bytes of the model weights/graph only (processor and provenance files excluded), in MiB."""
+        """Bytes of the model weights/graph only (processor and provenance files excluded), in MiB; a
+        cascade's are both of its models' (a device holds both)."""
+        if self.kind is Kind.CASCADE:
+            members = json.loads((self.path / CASCADE_FILE).read_text())
+            return sum(Artifact.open(members[m]).size_mb for m in ("fast", "strong"))
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file() and f.name.endswith(WEIGHT_EXTS)) / 2**20
 
 

@@ -1,5 +1,6 @@
-"""The one loader: any artifact (PyTorch, PyTorch + runtime transform, ONNX), directory or hub id → a
-runnable model, pruned shapes and runtime transforms applied. Steps, eval and cost all load through here.
+"""The one loader: any artifact (PyTorch, PyTorch + runtime transform, ONNX, a cascade of two of them),
+directory or hub id → a runnable model, pruned shapes and runtime transforms applied. Steps, eval and cost
+all load through here.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def load_torch(source: Source, dtype=None):
     path, kind, runtime = _path_kind(source)
     if kind is Kind.ONNX:
         raise ValueError(f"{path} is an ONNX artifact; it runs with ONNX Runtime (w2vc.core.load.load)")
+    if kind is Kind.CASCADE:
+        raise ValueError(f"{path} is a cascade of two models; run it with w2vc.core.load.load")
     transform = runtime.get("transform")
     if dtype is not None and transform in ("torch_dynamic_int8", "fake_quant"):
         raise ValueError(f"{path} is {transform} ({kind.value}); a dtype only applies to float models")
@@ -44,8 +47,13 @@ def load_torch(source: Source, dtype=None):
 
 def load(source: Source, threads: int | None = None, **kw) -> Transcriber:
     """A runnable model of any kind. `threads` sets ORT's intra-op threads for ONNX, torch's process-wide
-    count for PyTorch. Keywords: `file_name` (ONNX: which graph), `autocast_bf16` (PyTorch)."""
+    count for PyTorch. Keywords: `file_name` (ONNX: which graph), `autocast_bf16` (PyTorch). A cascade
+    directory gives a CascadeTranscriber over its two members (w2vc.core.cascade)."""
     path, kind, _ = _path_kind(source)
+    if kind is Kind.CASCADE:
+        from w2vc.core.cascade import load_cascade
+
+        return load_cascade(path, threads, **kw)
     if kind is Kind.ONNX:
         from transformers import Wav2Vec2Processor
 

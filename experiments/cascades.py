@@ -1,0 +1,103 @@
+"""Cascade candidates in the sweep (a `kind: cascade` step, compress/cascade.py): how the runner measures
+and times them, and the report's note on it. No method code: routing is w2vc.core.cascade, the
+measurements are w2vc.eval.cascade_cost.
+
+A cascade's cost depends on its input, so it is not timed on the synthetic clip the other candidates are
+timed on: it transcribes the eval set's utterances one at a time in fresh processes, and the reference
+candidate (the teacher) is timed the same way on the same utterances (`utt_*` figures), so "mean latency
+≤ 0.6 × the teacher's" compares like with like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from w2vc.core.artifact import Kind, kind_of
+from w2vc.experiments.config import SweepConfig
+
+TIMING_SET = "clean"
+
+
+def is_cascade(rec: dict) -> bool:
+    """A candidate record (runner) whose artifact is a cascade directory."""
+    return Path(rec["artifact"]).is_dir() and kind_of(rec["artifact"]) is Kind.CASCADE
+
+
+def timing_audio(eval_data) -> tuple[str, list]:
+    """(set name, audio) the cascades are timed on: the clean set when scored, else the first set."""
+    sets = {e.name: d for e, d in eval_data.sets}
+    name = TIMING_SET if TIMING_SET in sets else eval_data.sets[0][0].name
+    return name, sets[name].audio
+
+
+def utterance_config(cfg: SweepConfig):
+    from w2vc.eval.cascade_cost import UtteranceTimingConfig
+
+    e = cfg.eval
+    return UtteranceTimingConfig(threads=e.threads, processes=e.processes, max_spread=e.max_spread)
+
+
+def measure_cascade(art, transcriber, cfg: SweepConfig, eval_data, first_timing: bool = True) -> tuple[dict, dict]:
+    """WER and fallback rate per set (routes of the scoring run), size of both members, and with
+    `first_timing` a first timing on the utterances in one fresh process (for callers with no latency stage,
+    e.g. search; the sweep's stage times every cascade in `eval.processes`)."""
+    from w2vc.eval.cascade_cost import UtteranceJob, evaluate_cascade, time_utterances
+
+    res, rates = evaluate_cascade(transcriber, eval_data, threads=cfg.eval.threads, model_name=str(art.path))
+    metrics = {**res.metrics, **rates, "size_mb": art.size_mb}
+    if first_timing:
+        _, audio = timing_audio(eval_data)
+        first = replace(utterance_config(cfg), processes=1, extra_processes=0)
+        job = UtteranceJob(str(art.path), str(art.path))
+        metrics.update(time_utterances([job], audio, first)[0].headline_metrics())
+    return metrics, res.text_artifacts()
+
+
+def time_on_audio(recs: list[dict], todo: list[dict], cfg: SweepConfig, eval_data, force: bool,
+                  progress: bool) -> list[tuple[dict, object]]:
+    """The cascades of `todo` and, when the sweep has cascades, the reference (unless it has its `utt_*`
+    figures already and nothing is forced), timed on the utterances: [(record, UtteranceCost)]."""
+    from w2vc.eval.cascade_cost import UtteranceJob, time_utterances
+
+    jobs = [r for r in todo if is_cascade(r)]
+    ref = next((r for r in recs if r["name"] == cfg.eval.reference and not is_cascade(r)), None)
+    if ref is not None and any(is_cascade(r) for r in recs) and (force or "utt_latency_mean_ms" not in ref["metrics"]):
+        jobs.append(ref)
+    if not jobs:
+        return []
+    name, audio = timing_audio(eval_data)
+    print(f"      timing {len(jobs)} candidate(s) on the {len(audio)} '{name}' utterances (a cascade's cost "
+          f"depends on its input) in {cfg.eval.processes} fresh processes each, interleaved")
+    costs = time_utterances([UtteranceJob(r["name"], r["artifact"]) for r in jobs], audio, utterance_config(cfg),
+                            progress)
+    return list(zip(jobs, costs))
+
+
+def cascade_note(cfg: SweepConfig, rows: list[dict]) -> str:
+    """The report's paragraph on cascade rows: how their latency was taken, fallback rate, ratio to the
+    reference on the same utterances. Empty without cascades."""
+    casc = [r for r in rows if r.get("latency_on_test_audio")]
+    if not casc:
+        return ""
+    ref = next((r for r in rows if r["name"] == cfg.eval.reference and r.get("utt_latency_mean_ms")), None)
+    n, secs = int(casc[0].get("utt_n", 0)), casc[0].get("utt_audio_s_mean", float("nan"))
+    lines = ["## Cascades: latency timed on the test audio", "",
+             f"A cascade's cost depends on its input, so its latency figures are not taken on the "
+             f"{', '.join(f'{s:g}' for s in cfg.eval.seconds)} s synthetic clip of the other rows: the cascade "
+             f"itself transcribed each of {n} '{TIMING_SET}' test utterances (mean {secs:.2f} s) on its own, once "
+             f"in each of {cfg.eval.processes} fresh processes (interleaved); latency_mean/p50/p90_ms are over "
+             "utterances. Its latency_p50_ms is the median utterance, which hides the fallbacks: compare cascades "
+             "by latency_mean_ms (and latency_p90_ms)."
+             + (f" `{ref['name']}` was timed the same way on the same utterances (utt_latency_mean_ms "
+                f"{ref['utt_latency_mean_ms']:.1f} ms)." if ref else ""), ""]
+    for r in casc:
+        vs = (f", {r['latency_mean_ms'] / ref['utt_latency_mean_ms']:.2f}× {ref['name']}'s mean" if ref else "")
+        wer = r.get("wer_clean")
+        wer_vs = (f" ({wer / ref['wer_clean']:.2f}× {ref['name']}'s)" if ref and wer is not None
+                  and ref.get("wer_clean") else "")
+        lines.append(f"- **{r['name']}**: falls back on {100 * r.get('fallback_rate', float('nan')):.1f} % of the "
+                     f"utterances; latency mean {r['latency_mean_ms']:.1f} ms{vs}, p50 {r['latency_p50_ms']:.1f} ms, "
+                     f"p90 {r['latency_p90_ms']:.1f} ms"
+                     + (f"; WER clean {100 * wer:.2f} %{wer_vs}" if wer is not None else ""))
+    return "\n".join(lines)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import yaml
 
-import w2vc.compress.cascade  # noqa: F401  (registers the cascade step; belongs with the others in recipes.py)
 from w2vc.core.config import ConfigBase, ConfigError, check_keys
 from w2vc.experiments.pareto import Budget
 from w2vc.experiments.recipes import get_step

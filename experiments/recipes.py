@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import w2vc.compress.cascade
 import w2vc.compress.distill
 import w2vc.compress.export
 import w2vc.compress.prune

@@ -159,8 +159,8 @@ def test_default_config_parses():
     raw = yaml.safe_load((Path(__file__).parents[2] / "experiments/configs/default.yaml").read_text())
     cfg = parse_config(raw)
     steps = {c.name: c.steps[-1] for c in cfg.candidates if c.steps}
-    assert "keep_fp32" not in steps["distilled-int8-static"]
-    assert steps["distilled-int8-static"]["accuracy_control"]["max_wer_increase"] == 0.005
+    assert "keep_fp32" not in steps["student-int8-static"]
+    assert steps["student-int8-static"]["accuracy_control"]["max_wer_increase"] == 0.005
     assert "accuracy_control" in steps["teacher-int8-static"]
 
 

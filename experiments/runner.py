@@ -112,12 +112,11 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, log_mlflow: bool = True,
     res = P.select([r.row() for r in results], cfg.objectives, cfg.maximize, cfg.budgets)
     ties = find_ties(res, {r["name"]: r for r in recs}, cfg)
     rep = write_report(cfg, res, sw.root, time.time() - sw.started, ties)
-    note = cascade_note(cfg, res.rows)  # how cascades were timed, beside the table it qualifies
-    if skipped:
-        note = "\n".join([*(f"Skipped on this CPU: {n} ({why})." for n, why in skipped.items()), note or ""]).strip()
-    if note:
-        rep.table = f"{rep.table}\n\n{note}"
-        add_exports(rep, cfg, res, time.time() - sw.started, [], ties)
+    # beside the table they qualify: what this CPU skipped, how cascades were timed (the report is
+    # re-rendered with the table by add_exports below)
+    notes = [*(f"Skipped on this CPU: {n} ({why})." for n, why in skipped.items()), cascade_note(cfg, res.rows)]
+    if any(notes):
+        rep.table = "\n\n".join([rep.table, "\n".join(n for n in notes if n)])
     print("[4/5] export of the picks")
     exports = export_picks(cfg, res, results, sw.tracker) if cfg.export.enabled else []
     add_exports(rep, cfg, res, time.time() - sw.started, exports, ties)

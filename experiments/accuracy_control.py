@@ -71,6 +71,11 @@ class AccuracyControl(ConfigBase):
         full_sensitivity: measure the sensitivity table even when the all-quantized graph meets the budget
             (the search needs it only when it does not), with its "kept alone in float" half too.
         latency: time the chosen set's fallbacks (quick in-process figure).
+        speed_pass: (with `latency`) after the budget search, time every group still quantized kept in float instead, and
+            keep in float those whose float version is faster by `min_speedup` (and the set only if it still
+            meets the budget and is faster as a whole). Why: quantizing is not always cheaper: on the
+            Base-style student the Q/DQ around the attention-score products and lm_head cost more than
+            their int8 kernels save (hand-picked set with them in float: 22.6 ms against 23.7 ms without).
     """
 
     WHAT = "accuracy_control"
@@ -83,6 +88,8 @@ class AccuracyControl(ConfigBase):
     max_kl: float | None = None
     full_sensitivity: bool = False
     latency: bool = True
+    speed_pass: bool = True
+    min_speedup: float = 0.03
 
     def __post_init__(self):
         x = self.max_wer_increase
@@ -95,6 +102,9 @@ class AccuracyControl(ConfigBase):
         kl = self.max_kl
         if kl is not None and (isinstance(kl, bool) or not isinstance(kl, (int, float)) or not kl >= 0):
             raise ConfigError(f"accuracy_control.max_kl must be a number >= 0 or null, got {kl!r}")
+        ms = self.min_speedup
+        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 0 <= ms < 1:
+            raise ConfigError(f"accuracy_control.min_speedup must be a fraction in [0, 1), got {ms!r}")
         if str(self.dev_split).startswith("test"):
             raise ConfigError(f"accuracy_control.dev_split {self.dev_split!r}: the search never looks at a "
                               "test split")
@@ -353,6 +363,10 @@ class Search:
                     if ok(e):
                         chosen, dropped = trial, True
         keep = frozenset(chosen)
+        speed = self.speed_pass(keep, ok) if c.speed_pass and c.latency else None
+        for_budget = keep
+        if speed and speed["accepted"]:
+            keep = frozenset(speed["kept"])
         final = self.evaluate(keep)
         per_group = []
         for name in [g.name for g in self.groups if g.name in keep]:
@@ -360,7 +374,7 @@ class Search:
             per_group.append({"group": name, "patterns": list(self.by_name[name].patterns),
                               "wer_without": without["wer"], "wer_gain": without["wer"] - final["wer"],
                               "kl_without": without["kl"], "kl_gain": without["kl"] - final["kl"],
-                              "needed": not ok(without)})
+                              "needed": not ok(without), "why": "budget" if name in for_budget else "speed"})
         latency = self.latency(keep) if c.latency else {}
         for row in per_group:
             if latency:
@@ -379,12 +393,58 @@ class Search:
             "keep_fp32": self.patterns(keep),
             "groups": [{"name": g.name, "nodes": len(g.nodes), "patterns": list(g.patterns)}
                        for g in self.groups],
-            "sensitivity": rows, "trace": trace, "per_group": per_group, "latency": latency,
+            "sensitivity": rows, "trace": trace, "speed_pass": speed, "per_group": per_group, "latency": latency,
             "cost": {"evaluations": len(used), "evaluations_run": self.run_now,
                      "sensitivity_evaluations": n_sens,
                      "minutes": (time.perf_counter() - t0) / 60,
                      "minutes_if_uncached": sum(e["seconds"] for e in used) / 60},
         }
+
+    def _timed(self, states: dict, slot: str, runs: int = 20) -> dict:
+        """Quick in-process p50 (ms) of each state (None = the float parent), timed together (`runs` calls
+        each); memoized under `slot` with the evaluations."""
+        want = sorted({self.state_key(v) for v in states.values()})
+        slot = f"{slot}@{runs}"
+        got = self.store.setdefault("timings", {}).get(slot)
+        if not got or got.get("states") != want:
+            from w2vc.experiments.accuracy_report import time_graphs
+
+            with tempfile.TemporaryDirectory(dir=self.dir, prefix=f"{self.key}.lat.") as td:
+                paths = {}
+                for k in want:
+                    keep_k = next(v for v in states.values() if self.state_key(v) == k)
+                    paths[k] = self.parent.path if keep_k is None else \
+                        self.build(keep_k, Path(td) / str(len(paths))).path
+                p50 = time_graphs(paths, self.threads, runs=runs)
+            got = {"states": want, "p50_ms": p50, "when": time.strftime("%Y-%m-%d %H:%M"),
+                   "load_avg_1m": os.getloadavg()[0]}
+            self.store["timings"][slot] = got
+            _atomic_json(self.file, self.store)
+        return {name: got["p50_ms"][self.state_key(v)] for name, v in states.items()}
+
+    def speed_pass(self, keep: frozenset, ok) -> dict:
+        """Groups still quantized whose float version is faster: each timed kept in float on top of `keep`,
+        then all the faster ones together, accepted only within budget and faster by `min_speedup`."""
+        c = self.control
+        rest = [g.name for g in self.groups if g.name not in keep]
+        if not rest:
+            return {"tried": [], "faster": [], "accepted": False, "kept": sorted(keep)}
+        ms = self._timed({"chosen": keep, **{n: keep | {n} for n in rest}}, "speed_single:" + self.state_key(keep),
+                         runs=40)
+        base = ms["chosen"]
+        gains = {n: base - ms[n] for n in rest}
+        faster = [n for n in rest if ms[n] < (1 - c.min_speedup) * base]
+        out = {"tried": rest, "chosen_ms": base, "gain_ms": gains, "faster": faster, "accepted": False,
+               "kept": sorted(keep)}
+        if faster:
+            trial = keep | set(faster)
+            e = self.evaluate(trial)
+            both = self._timed({"chosen": keep, "trial": trial}, "speed_set:" + self.state_key(trial), runs=160)
+            out.update(trial_wer=e["wer"], trial_ms=both["trial"], before_ms=both["chosen"],
+                       accepted=bool(ok(e) and both["trial"] < (1 - c.min_speedup) * both["chosen"]))
+            if out["accepted"]:
+                out["kept"] = [g.name for g in self.groups if g.name in trial]
+        return out
 
     def latency(self, keep) -> dict:
         """Quick in-process latency of float, all-quantized, chosen and chosen-minus-each-group graphs,

@@ -134,6 +134,18 @@ def chosen_table(report: dict) -> str:
         lines.append(f"latency ({lat['note']}; {lat['threads']} threads, load avg {lat['load_avg_1m']:.1f}): "
                      f"float {lat['float_ms']:.1f} ms, all quantized {lat['all_quantized_ms']:.1f} ms, "
                      f"chosen {lat['chosen_ms']:.1f} ms")
+    sp = report.get("speed_pass")
+    if sp and sp["tried"]:
+        gains = sorted(sp["gain_ms"].items(), key=lambda kv: -kv[1])[:5]
+        lines.append(f"speed pass: {len(sp['tried'])} quantized groups timed kept in float on top of the budget's "
+                     f"set ({sp['chosen_ms']:.1f} ms); largest gains "
+                     + ", ".join(f"{n} {g:+.2f} ms" for n, g in gains))
+        if sp["faster"]:
+            lines.append(f"  faster in float: {', '.join(sp['faster'])}; together {sp['trial_ms']:.1f} ms against "
+                         f"{sp['before_ms']:.1f} ms, dev WER {100 * sp['trial_wer']:.2f} %: "
+                         + ("kept in float" if sp["accepted"] else "not taken (over budget or not faster)"))
+        else:
+            lines.append("  none is faster in float by the margin: the budget's set stands")
     fc = report.get("final_check")
     if fc:
         lines.append(f"final check ({fc['artifact']}): dev WER {100 * fc['wer']:.2f} %, "

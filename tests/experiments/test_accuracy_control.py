@@ -108,6 +108,26 @@ def test_search_meets_its_budget(onnx_models, tiny_corpus, tmp_path, norm):
     assert check_final(s, out, rep)["same_as_search"]
 
 
+def test_speed_pass_keeps_only_faster_fallbacks_within_budget(onnx_models, tiny_corpus, tmp_path):
+    """Every group the budget left quantized is timed in float; what is taken must keep the budget and be
+    faster as a set, and what is refused leaves the budget's own set."""
+    parent, q = onnx_models["layer"], _static(tiny_corpus)
+    zero = AccuracyControl(max_wer_increase=0.0, dev_utterances=DEV, min_speedup=0.0)
+    kl_all = Search(parent, q, zero, tiny_corpus, tmp_path / "work").evaluate(frozenset())["kl"]
+    _, rep = search(parent, q, replace(zero, max_kl=kl_all / 3), tiny_corpus, tmp_path / "work")
+    sp = rep["speed_pass"]
+    budget_set = [g["group"] for g in rep["per_group"] if g["why"] == "budget"]
+    assert budget_set and sorted(sp["tried"] + budget_set) == sorted(g["name"] for g in rep["groups"])
+    assert set(sp["faster"]) <= set(sp["tried"]) and rep["within_budget"]
+    assert all(sp["gain_ms"][n] > 0 for n in sp["faster"])
+    if sp["accepted"]:
+        assert sp["trial_ms"] < sp["before_ms"] and set(rep["fallback"]) == set(budget_set) | set(sp["faster"])
+    else:
+        assert sorted(rep["fallback"]) == sorted(budget_set)
+    with pytest.raises(ConfigError, match="min_speedup"):
+        AccuracyControl(min_speedup=1.5)
+
+
 def test_cli_and_memoized_evaluations(onnx_models, tiny_corpus, tmp_path, capsys):
     args = ["quantize-search", "--model", str(onnx_models["group"].path), "--method", "ort_dynamic_int8",
             "--data", str(tiny_corpus), "--max-wer-increase", "0", "--max-kl", "0",

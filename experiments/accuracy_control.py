@@ -89,7 +89,7 @@ class AccuracyControl(ConfigBase):
     full_sensitivity: bool = False
     latency: bool = True
     speed_pass: bool = True
-    min_speedup: float = 0.03
+    min_speedup: float = 0.01
 
     def __post_init__(self):
         x = self.max_wer_increase

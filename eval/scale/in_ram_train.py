@@ -1,8 +1,11 @@
 # The in-RAM trainer of commit e22d262 (before streaming), run through its Python API (its CLI at that commit
 # already passed --device to a TrainConfig that lacked it). Augmentation off, as in the streaming run.
-import json, sys
+import json
+import sys
+
 from w2vc.data.augment import AugmentConfig
 from w2vc.train import TrainConfig, train
+
 assert "/tmp/oldtrain/" in sys.modules["w2vc.train"].__file__
 data, out, js = sys.argv[1:4]
 cfg = TrainConfig(arch="base-s", data=data, out=out, steps=40, batch_seconds=15, eval_every=1000, dev_limit=4,

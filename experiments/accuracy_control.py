@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from w2vc.core.config import ConfigBase, ConfigError
+from w2vc.experiments.accuracy_latency import chosen_latency, speed_pass
 
 SEARCH_METHODS = ("ort_static_int8", "ort_dynamic_int8", "ort_int4")
 FLOAT = "float"
@@ -52,9 +53,6 @@ _RULES = (
     (r"(?P<p>(?:.*\.)?encoder\.layers\.(?P<i>\d+)\.feed_forward)(\..*)?", "layer.{i}.ffn", ""),
     (r"(?P<p>lm_head)(\..*)?", "lm_head", ""),
 )
-LATENCY_NOTE = ("quick in-process figure: one ORT session per graph (no spin-wait), 3 s noise, median of 20 "
-                "runs in rotating blocks of 4; a rough cost, not a `w2vc bench` measurement")
-
 
 @dataclass(frozen=True)
 class AccuracyControl(ConfigBase):
@@ -265,6 +263,9 @@ class Search:
         if FLOAT not in self.store["evals"]:
             self._record(FLOAT, {**self._score(logits, hyps), "seconds": time.perf_counter() - t0})
 
+    def save(self) -> None:
+        _atomic_json(self.file, self.store)
+
     def _record(self, key: str, figures: dict) -> None:
         self.store["evals"][key] = figures
         self.run_now += 1
@@ -363,7 +364,7 @@ class Search:
                     if ok(e):
                         chosen, dropped = trial, True
         keep = frozenset(chosen)
-        speed = self.speed_pass(keep, ok) if c.speed_pass and c.latency else None
+        speed = speed_pass(self, keep, ok) if c.speed_pass and c.latency else None
         for_budget = keep
         if speed and speed["accepted"]:
             keep = frozenset(speed["kept"])
@@ -375,7 +376,7 @@ class Search:
                               "wer_without": without["wer"], "wer_gain": without["wer"] - final["wer"],
                               "kl_without": without["kl"], "kl_gain": without["kl"] - final["kl"],
                               "needed": not ok(without), "why": "budget" if name in for_budget else "speed"})
-        latency = self.latency(keep) if c.latency else {}
+        latency = chosen_latency(self, keep) if c.latency else {}
         for row in per_group:
             if latency:
                 row["latency_cost_ms"] = latency["chosen_ms"] - latency["without"][row["group"]]
@@ -399,82 +400,6 @@ class Search:
                      "minutes": (time.perf_counter() - t0) / 60,
                      "minutes_if_uncached": sum(e["seconds"] for e in used) / 60},
         }
-
-    def _timed(self, states: dict, slot: str, runs: int = 20) -> dict:
-        """Quick in-process p50 (ms) of each state (None = the float parent), timed together (`runs` calls
-        each); memoized under `slot` with the evaluations."""
-        want = sorted({self.state_key(v) for v in states.values()})
-        slot = f"{slot}@{runs}"
-        got = self.store.setdefault("timings", {}).get(slot)
-        if not got or got.get("states") != want:
-            from w2vc.experiments.accuracy_report import time_graphs
-
-            with tempfile.TemporaryDirectory(dir=self.dir, prefix=f"{self.key}.lat.") as td:
-                paths = {}
-                for k in want:
-                    keep_k = next(v for v in states.values() if self.state_key(v) == k)
-                    paths[k] = self.parent.path if keep_k is None else \
-                        self.build(keep_k, Path(td) / str(len(paths))).path
-                p50 = time_graphs(paths, self.threads, runs=runs)
-            got = {"states": want, "p50_ms": p50, "when": time.strftime("%Y-%m-%d %H:%M"),
-                   "load_avg_1m": os.getloadavg()[0]}
-            self.store["timings"][slot] = got
-            _atomic_json(self.file, self.store)
-        return {name: got["p50_ms"][self.state_key(v)] for name, v in states.items()}
-
-    def speed_pass(self, keep: frozenset, ok) -> dict:
-        """Groups still quantized whose float version is faster: each timed kept in float on top of `keep`,
-        then all the faster ones together, accepted only within budget and faster by `min_speedup`."""
-        c = self.control
-        rest = [g.name for g in self.groups if g.name not in keep]
-        if not rest:
-            return {"tried": [], "faster": [], "accepted": False, "kept": sorted(keep)}
-        ms = self._timed({"chosen": keep, **{n: keep | {n} for n in rest}}, "speed_single:" + self.state_key(keep),
-                         runs=40)
-        base = ms["chosen"]
-        gains = {n: base - ms[n] for n in rest}
-        faster = [n for n in rest if ms[n] < (1 - c.min_speedup) * base]
-        out = {"tried": rest, "chosen_ms": base, "gain_ms": gains, "faster": faster, "accepted": False,
-               "kept": sorted(keep)}
-        if faster:
-            trial = keep | set(faster)
-            e = self.evaluate(trial)
-            both = self._timed({"chosen": keep, "trial": trial}, "speed_set:" + self.state_key(trial), runs=160)
-            out.update(trial_wer=e["wer"], trial_ms=both["trial"], before_ms=both["chosen"],
-                       accepted=bool(ok(e) and both["trial"] < (1 - c.min_speedup) * both["chosen"]))
-            if out["accepted"]:
-                out["kept"] = [g.name for g in self.groups if g.name in trial]
-        return out
-
-    def latency(self, keep) -> dict:
-        """Quick in-process latency of float, all-quantized, chosen and chosen-minus-each-group graphs,
-        timed together (round robin, so machine load hits them alike); memoized with the evaluations."""
-        states = {"float": None, "all_quantized": frozenset(), "chosen": keep,
-                  **{f"without:{n}": keep - {n} for n in sorted(keep)}}
-        want = sorted({self.state_key(s) for s in states.values()})
-        got = self.store["latency"]
-        if got.get("states") != want:
-            from w2vc.experiments.accuracy_report import time_graphs
-
-            with tempfile.TemporaryDirectory(dir=self.dir, prefix=f"{self.key}.lat.") as td:
-                paths = {}
-                for k in want:
-                    keep_k = next(s for s in states.values() if self.state_key(s) == k)
-                    out = Path(td) / str(len(paths))
-                    paths[k] = self.parent.path if keep_k is None else self.build(keep_k, out).path
-                p50 = time_graphs(paths, self.threads)
-            got = {"states": want, "p50_ms": p50,
-                   "threads": self.threads, "when": time.strftime("%Y-%m-%d %H:%M"),
-                   "load_avg_1m": os.getloadavg()[0]}
-            self.store["latency"] = got
-            _atomic_json(self.file, self.store)
-        ms = got["p50_ms"]
-        return {"note": LATENCY_NOTE, "when": got["when"], "load_avg_1m": got["load_avg_1m"],
-                "threads": got["threads"], "float_ms": ms[FLOAT],
-                "all_quantized_ms": ms[self.state_key(frozenset())],
-                "chosen_ms": ms[self.state_key(keep)],
-                "without": {n: ms[self.state_key(keep - {n})] for n in sorted(keep)}}
-
 
 def _brief(e: dict) -> dict:
     return {k: e[k] for k in ("wer", "errors", "ref_words", "kl", "sqnr_db", "frame_agreement")}

@@ -22,6 +22,6 @@ for r in 1 2; do
      --json $R/tp-new-$r.json
   # the in-RAM trainer, from outside the checkout (its cwd would put this tree's w2vc first on sys.path)
   (cd /tmp && python -m w2vc.eval.peak_rss --json $ROOT/$R/tp.jsonl -- /tmp/oldvenv/bin/python \
-     $ROOT/eval/scale/in_ram_train.py $ROOT/data/corpus /tmp/tp-old $ROOT/$R/tp-old-$r.json)
+     $ROOT/experiments/scale/in_ram_train.py $ROOT/data/corpus /tmp/tp-old $ROOT/$R/tp-old-$r.json)
 done
 echo DONE

@@ -61,6 +61,7 @@ def speed_pass(search, keep: frozenset, ok) -> dict:
             out["kept"] = [g.name for g in search.groups if g.name in trial]
     return out
 
+
 def chosen_latency(search, keep) -> dict:
     """Quick in-process latency of float, all-quantized, chosen and chosen-minus-each-group graphs,
     timed together (round robin, so machine load hits them alike); memoized with the evaluations."""

@@ -16,6 +16,17 @@ LATENCY_NOTE = ("quick in-process figure: one ORT session per graph (no spin-wai
                 "runs in rotating blocks of 4; a rough cost, not a `w2vc bench` measurement")
 
 
+def _time_states(search, states: dict, want: list[str], runs: int) -> dict:
+    """Build the trial graph of every state key in `want` (the float parent as it is) and time them together."""
+    with tempfile.TemporaryDirectory(dir=search.dir, prefix=f"{search.key}.lat.") as td:
+        paths = {}
+        for k in want:
+            keep_k = next(v for v in states.values() if search.state_key(v) == k)
+            paths[k] = search.parent.path if keep_k is None else \
+                search.build(keep_k, Path(td) / str(len(paths))).path
+        return time_graphs(paths, search.threads, runs=runs)
+
+
 def timed(search, states: dict, slot: str, runs: int = 20) -> dict:
     """Quick in-process p50 (ms) of each state (None = the float parent), timed together (`runs` calls
     each); memoized under `slot` with the evaluations."""
@@ -23,13 +34,7 @@ def timed(search, states: dict, slot: str, runs: int = 20) -> dict:
     slot = f"{slot}@{runs}"
     got = search.store.setdefault("timings", {}).get(slot)
     if not got or got.get("states") != want:
-        with tempfile.TemporaryDirectory(dir=search.dir, prefix=f"{search.key}.lat.") as td:
-            paths = {}
-            for k in want:
-                keep_k = next(v for v in states.values() if search.state_key(v) == k)
-                paths[k] = search.parent.path if keep_k is None else \
-                    search.build(keep_k, Path(td) / str(len(paths))).path
-            p50 = time_graphs(paths, search.threads, runs=runs)
+        p50 = _time_states(search, states, want, runs)
         got = {"states": want, "p50_ms": p50, "when": time.strftime("%Y-%m-%d %H:%M"),
                "load_avg_1m": os.getloadavg()[0]}
         search.store["timings"][slot] = got
@@ -70,13 +75,7 @@ def chosen_latency(search, keep) -> dict:
     want = sorted({search.state_key(s) for s in states.values()})
     got = search.store["latency"]
     if got.get("states") != want:
-        with tempfile.TemporaryDirectory(dir=search.dir, prefix=f"{search.key}.lat.") as td:
-            paths = {}
-            for k in want:
-                keep_k = next(s for s in states.values() if search.state_key(s) == k)
-                out = Path(td) / str(len(paths))
-                paths[k] = search.parent.path if keep_k is None else search.build(keep_k, out).path
-            p50 = time_graphs(paths, search.threads)
+        p50 = _time_states(search, states, want, 20)
         got = {"states": want, "p50_ms": p50,
                "threads": search.threads, "when": time.strftime("%Y-%m-%d %H:%M"),
                "load_avg_1m": os.getloadavg()[0]}

@@ -210,6 +210,13 @@ class CTCObjective(torch.nn.Module):
     def forward(self, model, values, mask, labels) -> tuple[torch.Tensor, dict[str, float]]:
         return model(values, attention_mask=mask, labels=labels).loss, {}
 
+    def optimizer_groups(self) -> list[dict]:
+        """Extra AdamW groups for parameters that are not weights (gates, Lagrange multipliers): each a dict of
+        `params`, `lr_scale` (times the schedule's lr) and optionally `betas`. They get no weight decay and
+        stay out of gradient-norm clipping, where their large-by-design gradients would set the clip factor
+        of every weight."""
+        return []
+
 
 class _Trainee(torch.nn.Module):
     """Model + objective as one module, so DDP all-reduces the objective's parameters too."""
@@ -289,6 +296,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
     babble = babble_pool(train_idx.paths)
 
     # ---- model
+    torch.manual_seed(cfg.seed)  # whatever is drawn below (a mask embedding, the loader's worker seeds) repeats
     if model_init is not None:
         model, processor = model_init()
     elif cfg.arch in PRESETS:
@@ -311,11 +319,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
 
     trainee = _Trainee(model, objective or CTCObjective()).to(dev.device)
     trainee.objective.prepare(dev)
-    named = [(n, p) for n, p in trainee.named_parameters() if p.requires_grad]
+    extra = [{"weight_decay": 0.0, **g} for g in trainee.objective.optimizer_groups()]
+    own = {id(p) for g in extra for p in g["params"]}
+    named = [(n, p) for n, p in trainee.named_parameters() if p.requires_grad and id(p) not in own]
     decay = [p for n, p in named if p.ndim >= 2 and "masked_spec_embed" not in n]
     no_decay = [p for n, p in named if p.ndim < 2 or "masked_spec_embed" in n]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
+                             {"params": no_decay, "weight_decay": 0.0}, *extra], lr=cfg.lr, betas=cfg.betas)
     scaler = torch.amp.GradScaler(dev.type) if dev.grad_scaler else None
     state = {"step": 0, "epoch": 0, "batch": 0, "best": math.inf, "elapsed": 0.0, "history": []}
     if resume and ckpt_file.exists():
@@ -394,7 +404,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
             torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
             np.random.seed((cfg.seed * 1_000_003 + step * world + rank) % 2**32)  # SpecAugment masks
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
+                g["lr"] = lr_at(step, cfg) * g.get("lr_scale", 1.0)
             with dev.autocast():
                 loss, parts = ddp_model(values, mask, labels)
             opt.zero_grad(set_to_none=True)

@@ -117,7 +117,9 @@ class DistillObjective(CTCObjective):
         self.use_bf16 = use_bf16
         self.dev: DevicePlan | None = None
         t_hidden = teacher.config.hidden_size
-        self.proj = torch.nn.ModuleList(torch.nn.Linear(student_hidden, t_hidden) for _ in cfg.hidden_layer_map)
+        with torch.random.fork_rng(devices=[]):  # seeded: a run and its interrupted-and-resumed twin start alike
+            torch.manual_seed(cfg.seed)
+            self.proj = torch.nn.ModuleList(torch.nn.Linear(student_hidden, t_hidden) for _ in cfg.hidden_layer_map)
 
     def prepare(self, dev: DevicePlan) -> None:
         """The frozen teacher is no submodule (not trained, not checkpointed): move it with the student."""

@@ -12,6 +12,7 @@ from typing import Any
 import w2vc.compress.cascade
 import w2vc.compress.distill
 import w2vc.compress.export
+import w2vc.compress.learned_prune
 import w2vc.compress.prune
 import w2vc.compress.quantize  # noqa: F401  (each compress module registers its step)
 from w2vc.core.step import STEPS, StepContext, StepSpec

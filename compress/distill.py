@@ -182,7 +182,8 @@ def student_from_teacher_layers(teacher, processor, layers: tuple[int, ...]):
 STUDENT_KINDS = frozenset({Kind.TORCH})
 
 
-@register("distill", DistillConfig, ANY_TORCH, "teacher (the chain's model) → a student trained against it")
+@register("distill", DistillConfig, ANY_TORCH, "teacher (the chain's model) → a student trained against it",
+          resumable=True, keeps_shape=True)
 def distill(teacher: Artifact, cfg: DistillConfig, out_dir: str | Path, ctx: StepContext | None = None,
             resume: bool = True, parent: Artifact | None = None, step: str = "distill") -> Artifact | None:
     """Train a student against `teacher`; the output artifact is the best-by-dev student.
@@ -249,7 +250,8 @@ def distill(teacher: Artifact, cfg: DistillConfig, out_dir: str | Path, ctx: Ste
     return finalize(final, step, params, parent or teacher, report)
 
 
-@register("recover", RecoverConfig, frozenset({Kind.TORCH}), "fine-tune the current model by distillation from the root")
+@register("recover", RecoverConfig, frozenset({Kind.TORCH}), "fine-tune the current model by distillation from the root",
+          resumable=True, keeps_shape=True)
 def recover(artifact: Artifact, cfg: RecoverConfig, out_dir: str | Path, ctx: StepContext | None = None) -> Artifact:
     """Distillation-based recovery: `artifact` (e.g. a pruned model) is the student, the chain's root the teacher."""
     from dataclasses import replace

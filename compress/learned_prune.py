@@ -242,7 +242,8 @@ def default_hidden_layers(num_layers: int) -> tuple[int, ...]:
 
 
 @register("learned_prune", LearnedPruneConfig, ACCEPTS,
-          "learned L0 gates (CNN, heads, FFN, layers) to a GFLOPs/params target with distillation, cut, distil")
+          "learned L0 gates (CNN, heads, FFN, layers) to a GFLOPs/params target with distillation, cut, distil",
+          resumable=True)
 def learned_prune(artifact: Artifact, cfg: LearnedPruneConfig, out_dir: str | Path, ctx: StepContext | None = None,
                   stop_at_step: int | None = None) -> Artifact | None:
     """Gated phase → cut → distillation phase, into `out_dir` (the input is only read). Each phase resumes

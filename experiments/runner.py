@@ -264,7 +264,7 @@ def build_candidate(c: Candidate, cfg: SweepConfig, cache: Path, progress: bool 
         with file_lock(cache / f"{key}.lock"):
             if not (done / "w2vc.json").exists():
                 work = cache / f"{key}.work"
-                if s["kind"] not in ("distill", "recover", "learned_prune"):  # these resume from their checkpoints
+                if not spec.resumable:  # distill, recover, learned_prune resume from their checkpoints
                     shutil.rmtree(work, ignore_errors=True)  # the others restart
                 work.mkdir(parents=True, exist_ok=True)
                 out = spec(art, step_cfg, work / "out", ctx)

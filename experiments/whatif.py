@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from w2vc.core.artifact import finalize
+from w2vc.core.step import STEPS
 from w2vc.experiments.recipes import StepContext, get_step, parse_chain
 
 # whatif shorthands → registry steps
@@ -26,7 +27,7 @@ def expand_recipe(text: str, data: str | None = None) -> tuple[list[dict], list[
     steps, notes = [], []
     for s in parse_chain(text):
         kind = s["kind"]
-        if kind in ("distill", "recover", "train"):
+        if kind == "train" or (kind in STEPS and STEPS[kind].keeps_shape):
             notes.append(f"{kind}: changes no shape, skipped for cost")
             continue
         if kind == "quantize":

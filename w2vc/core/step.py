@@ -31,6 +31,8 @@ class StepSpec:
     run: Callable[[Artifact, Any, Path, StepContext], Artifact]
     accepts: frozenset[Kind]
     about: str
+    resumable: bool = False  # continues from a checkpoint in its work dir: the runner keeps that dir
+    keeps_shape: bool = False  # trains weights only: cost-only tools (whatif) skip it
 
     def make_config(self, params: dict, data: str | None = None):
         """The typed config of YAML `params`; declared data fields the params leave out take `data`."""
@@ -50,11 +52,12 @@ STEPS: dict[str, StepSpec] = {}
 BY_CONFIG: dict[type, StepSpec] = {}
 
 
-def register(kind: str, config: type, accepts: frozenset[Kind], about: str):
+def register(kind: str, config: type, accepts: frozenset[Kind], about: str, resumable: bool = False,
+             keeps_shape: bool = False):
     """Decorator of a step function; one kind per config type."""
 
     def deco(fn):
-        spec = StepSpec(kind, config, fn, frozenset(accepts), about)
+        spec = StepSpec(kind, config, fn, frozenset(accepts), about, resumable, keeps_shape)
         if config in BY_CONFIG and BY_CONFIG[config].kind != kind:
             raise ValueError(f"{config.__name__} is already the config of step {BY_CONFIG[config].kind}")
         STEPS[kind] = BY_CONFIG[config] = spec

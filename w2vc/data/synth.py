@@ -24,7 +24,7 @@ import random
 import shutil
 import subprocess
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -352,8 +352,13 @@ def _synth_split(split: str, target_s: float | None, count: int | None, speakers
         n_chunks = min(batch, max(cfg.workers, -(-batch // 40)))
         by_synth = sorted(planned, key=lambda p: (p.speaker.synth, p.index))
         chunks = [by_synth[k::n_chunks] for k in range(n_chunks)]
-        futures = [pool.submit(synthesize_chunk, c, str(root)) for c in chunks]
-        results = {p.index: d for c, fut in zip(chunks, futures) for p, d in zip(c, fut.result())}
+        futures = {pool.submit(synthesize_chunk, c, str(root)): c for c in chunks}
+        results = {}
+        for fut in as_completed(futures):  # the bar moves per finished chunk, not per round
+            chunk_results = fut.result()
+            results.update((p.index, d) for p, d in zip(futures[fut], chunk_results))
+            step = sum(d[0] for d in chunk_results) / 3600 if target_s else len(chunk_results)
+            bar.update(min(step, bar.total - bar.n))
         done = False
         for p in planned:
             d = results[p.index]
@@ -362,9 +367,10 @@ def _synth_split(split: str, target_s: float | None, count: int | None, speakers
                 continue
             kept.append((p, d))
             total += d[0]
-            bar.update(d[0] / 3600 if target_s else 1)
             if (target_s and total >= target_s) or (count and len(kept) >= count):
                 done = True
+        bar.n = min(total / 3600 if target_s else len(kept), bar.total)  # what was kept (rounds overshoot)
+        bar.refresh()
         if done:
             bar.close()
             return kept

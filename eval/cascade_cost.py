@@ -142,7 +142,7 @@ class UtteranceCost:
                 "latency_on_test_audio": 1.0}
 
 
-def _params_m(path: str, transcriber) -> float:
+def _params_m(path, transcriber) -> float:
     """Parameters of a single-model artifact as measure.py counts them (torch parameters; ONNX initializers)."""
     if kind_of(path) is Kind.ONNX:
         from w2vc.eval.flops import load_graph, onnx_params
@@ -181,7 +181,7 @@ def _child_time(model: str, audio: list, threads: int | None, warmup: int, passe
     peak = peak_rss_mb()  # before counting parameters (an ONNX graph read is no part of the model's cost)
     if isinstance(tr, CascadeTranscriber):
         spec = CascadeSpec.read(model)
-        params = _params_m(spec.fast, tr.fast) + _params_m(spec.strong, tr.strong)
+        params = _params_m(spec.member(model, "fast"), tr.fast) + _params_m(spec.member(model, "strong"), tr.strong)
     else:
         params = _params_m(model, tr)
     return ProcessTiming(np.median(wall, 0).tolist(), np.median(cpu, 0).tolist(),

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import asdict, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from w2vc.core.artifact import Artifact
+from w2vc.core.artifact import Artifact, Kind
+from w2vc.core.cascade import CascadeSpec
 from w2vc.experiments import pareto as P
 from w2vc.experiments import pyfunc_asr
 from w2vc.experiments.config import SweepConfig
@@ -55,16 +57,19 @@ def _exported(dst: Path, art: Artifact) -> bool:
 
 
 def export_bundle(cfg: SweepConfig, cr: CandidateResult, art: Artifact, dst: Path) -> bool:
-    """ONNX bundle + model card at `dst` (an ONNX candidate is copied as is); False when the candidate has no
-    ONNX form (a warning says why)."""
+    """ONNX bundle + model card at `dst` (an ONNX candidate is copied as is, a cascade becomes one folder
+    with its two members: `export_cascade`); False when the candidate has no ONNX form (a warning says why)."""
     from w2vc.compress.export import ExportConfig, export_onnx
     from w2vc.core.card import write_model_card
 
     metrics = {k: v for k, v in cr.metrics.items() if isinstance(v, (int, float))}
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    cascade = None
     try:
-        if art.format == "onnx":
+        if art.kind is Kind.CASCADE:
+            cascade = export_cascade(art, tmp, cfg.data.corpus)
+        elif art.format == "onnx":
             shutil.copytree(art.path, tmp)
             write_model_card(tmp, art.provenance.get("report", {}), metrics)
         else:
@@ -79,8 +84,35 @@ def export_bundle(cfg: SweepConfig, cr: CandidateResult, art: Artifact, dst: Pat
     if dst.exists():
         shutil.rmtree(dst)  # our own previous export of this candidate, superseded
     os.replace(tmp, dst)
-    write_model_card(dst, prov.get("report", {}), metrics, prov.get("lineage", []))  # final path in the card
+    write_model_card(dst, prov.get("report", {}), metrics, prov.get("lineage", []),  # final path in the card
+                     cascade=cascade)
+    for role in ("fast", "strong") if cascade else ():  # members' cards name their new place too
+        member = Artifact.open(dst / role)
+        write_model_card(member.path, member.provenance.get("report", {}), None, member.provenance.get("lineage", []))
     return True
+
+
+def export_cascade(art: Artifact, out: Path, parity_data: str | None = None) -> dict:
+    """A cascade as one self-contained bundle: each member an ONNX bundle in `fast/` and `strong/` (copied,
+    or exported with a parity check), and `w2vc_cascade.json` naming them relative to the bundle, so it
+    moves as one folder and loads with `w2vc.core.load.load`, `w2vc transcribe` and the pyfunc
+    (`pyfunc_asr`). Returns the routing rule (for the card)."""
+    from w2vc.compress.export import ExportConfig, export_onnx
+
+    spec = CascadeSpec.read(art.path)
+    out.mkdir(parents=True)
+    hashes = {}
+    for role in ("fast", "strong"):
+        member = Artifact.open(spec.member(art.path, role))
+        if member.format == "onnx":
+            shutil.copytree(member.path, out / role)
+        else:
+            export_onnx(member, ExportConfig(parity_data=parity_data), out / role)
+        hashes[role] = Artifact.open(out / role).hash
+    replace(spec, fast="fast", strong="strong", fast_hash=hashes["fast"], strong_hash=hashes["strong"]).write(out)
+    if (art.path / "w2vc.json").exists():
+        shutil.copy(art.path / "w2vc.json", out / "w2vc.json")
+    return {k: v for k, v in asdict(spec).items() if k in ("measure", "aggregation", "threshold", "alpha")}
 
 
 def register_bundle(tracker: Tracker, cr: CandidateResult, bundle: Path, cfg: SweepConfig,

@@ -11,7 +11,8 @@ w2vc.data.audio); tests/experiments/test_mlflow_models.py checks that both give 
     model.predict(["a.wav", "b.flac"])          # or a DataFrame with a "path"/"audio" column,
                                                  # or 16 kHz mono float arrays -> ["TEXT A", "TEXT B"]
 
-One utterance is one ONNX run, whole: long recordings want `w2vc transcribe` (chunked with strides).
+One utterance is one ONNX run, whole: long recordings want `w2vc transcribe` (chunked with strides). An
+exported cascade bundle (two ONNX bundles and a routing rule) loads the same way (`CascadeAsr`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 SAMPLE_RATE = 16_000
+CASCADE_FILE = "w2vc_cascade.json"  # w2vc.core.artifact.CASCADE_FILE (this module imports no w2vc)
 REQUIREMENTS = ("numpy", "onnxruntime", "soundfile", "soxr")  # what a loaded model imports
 _CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
              (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))  # transformers' clean_up_tokenization
@@ -140,21 +142,75 @@ class OnnxAsr:
         self.normalize = json.loads(pre.read_text()).get("do_normalize", True) if pre.exists() else True
         self.vocab = CtcVocab(self.bundle)
 
-    def transcribe(self, audio: np.ndarray) -> str:
+    def logits(self, audio: np.ndarray) -> np.ndarray:
+        """[T, V] logits of one utterance."""
         x = np.asarray(audio, dtype=np.float32)
         if self.normalize:  # as Wav2Vec2FeatureExtractor(do_normalize=True), per utterance
             x = ((x - x.mean()) / np.sqrt(x.var() + 1e-7)).astype(np.float32)
         feeds = {"input_values": x[None]}
         if self.has_mask_input:
             feeds["attention_mask"] = np.ones_like(feeds["input_values"], dtype=np.int64)
-        logits = self.session.run(["logits"], feeds)[0]
-        return self.vocab.decode(logits[0].argmax(-1))
+        return self.session.run(["logits"], feeds)[0][0]
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        return self.vocab.decode(self.logits(audio).argmax(-1))
 
     def predict(self, model_input, params: dict | None = None) -> list[str]:
         """One transcript per utterance of `model_input` (see `audio_items`), in order."""
         return [self.transcribe(_samples(item)) for item in audio_items(model_input)]
 
 
-def _load_pyfunc(data_path: str, model_config: dict | None = None) -> OnnxAsr:
+def utterance_confidence(logits: np.ndarray, blank_id: int, measure: str, aggregation: str, alpha: float) -> float:
+    """The cascade's confidence of one utterance, as w2vc.core.cascade computes it (tests check they agree):
+    per-frame max_prob / normalised entropy / Tsallis entropy over the non-blank frames, mean or min; 0.0
+    when every frame is blank."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z[z.argmax(-1) != blank_id]
+    if not len(z):
+        return 0.0
+    z = z - z.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    p, v = np.exp(logp), z.shape[-1]
+    if measure == "max_prob":
+        c = p.max(-1)
+    elif measure == "entropy":
+        c = 1.0 + (p * logp).sum(-1) / np.log(v)
+    elif measure == "tsallis":
+        c = 1.0 - ((1.0 - (p**alpha).sum(-1)) / (alpha - 1.0)) / ((v ** (1.0 - alpha) - 1.0) / (1.0 - alpha))
+    else:
+        raise ValueError(f"unknown confidence measure {measure!r}")
+    c = np.clip(c, 0.0, 1.0)
+    return float(c.min() if aggregation == "min" else c.mean())
+
+
+class CascadeAsr:
+    """An exported cascade bundle (`w2vc_cascade.json` + the members in their folders): the fast member on
+    every utterance, the strong one where the fast one's confidence is below the threshold."""
+
+    def __init__(self, bundle: str | os.PathLike, threads: int | None = None):
+        self.bundle = Path(bundle)
+        self.rule = json.loads((self.bundle / CASCADE_FILE).read_text())
+        self.fast = OnnxAsr(self.bundle / self.rule["fast"], threads)
+        self.strong = OnnxAsr(self.bundle / self.rule["strong"], threads)
+        self.blank_id = next(i for i, t in self.fast.vocab.tokens.items() if t == self.fast.vocab.pad)
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        logits = self.fast.logits(audio)
+        r = self.rule
+        conf = utterance_confidence(logits, self.blank_id, r.get("measure", "max_prob"), r.get("aggregation", "mean"),
+                                    r.get("alpha", 1 / 3))
+        if conf < r.get("threshold", 0.9):
+            return self.strong.transcribe(audio)
+        return self.fast.vocab.decode(logits.argmax(-1))
+
+    predict = OnnxAsr.predict
+
+
+def load_bundle(bundle: str | os.PathLike, threads: int | None = None) -> OnnxAsr | CascadeAsr:
+    """One ONNX bundle, or a cascade bundle of two."""
+    return (CascadeAsr if (Path(bundle) / CASCADE_FILE).is_file() else OnnxAsr)(bundle, threads)
+
+
+def _load_pyfunc(data_path: str, model_config: dict | None = None) -> OnnxAsr | CascadeAsr:
     """MLflow's loader_module entry point; `model_config={"threads": N}` pins ONNX Runtime's threads."""
-    return OnnxAsr(data_path, (model_config or {}).get("threads"))
+    return load_bundle(data_path, (model_config or {}).get("threads"))

@@ -116,3 +116,66 @@ def test_layer_norm_bundle_and_the_decoder_match_w2vc_and_the_processor(tiny_lay
         assert vocab.decode(ids) == theirs.processor.decode(ids)
     with pytest.raises(ValueError, match="one utterance"):
         ours.predict([np.zeros((2, 3), np.float32)])
+
+
+def test_exported_cascade_is_one_folder_that_routes_as_w2vc_does(tmp_path, monkeypatch, student_bundle,
+                                                                  tiny_layer_model, tiny_corpus):
+    """A cascade pick exported (`export_bundle` → `export_cascade`): both members inside one folder (the torch one exported to
+    ONNX), moved elsewhere it still loads with w2vc and as the pyfunc, routes the same utterances as the
+    cascade it came from, and the pyfunc's confidence equals w2vc's for every measure."""
+    from w2vc.compress.cascade import CascadeConfig, cascade
+    from w2vc.core.cascade import utterance_confidence as w2vc_confidence
+    from w2vc.experiments.config import parse_config
+    from w2vc.experiments.exports import export_bundle
+    from w2vc.experiments.pyfunc_asr import CascadeAsr, load_bundle, utterance_confidence
+    from w2vc.experiments.runner import CandidateResult
+
+    rng = random.Random(11)
+    audio = []
+    for _ in range(6):
+        wav = subprocess.run(["espeak-ng", "-v", "en-us", "--stdout", sample_sentence(rng)], check=True,
+                             capture_output=True).stdout
+        (tmp_path / "u.wav").write_bytes(wav)
+        audio.append(load_audio(tmp_path / "u.wav"))
+    fast = Artifact.open(student_bundle)
+    probe = cascade(fast, CascadeConfig(strong=str(tiny_layer_model), threshold=0.5), tmp_path / "probe")
+    confs = sorted(r.confidence for r in load(probe.path).route(audio))
+    threshold = (confs[2] + confs[3]) / 2  # half the utterances fall back
+    built = cascade(fast, CascadeConfig(strong=str(tiny_layer_model), threshold=threshold), tmp_path / "casc")
+    routes = load(built.path).route(audio)
+    assert 0 < sum(r.fell_back for r in routes) < len(routes)
+
+    cfg = parse_config({"name": "c", "teacher": str(tiny_layer_model), "student": str(student_bundle),
+                        "data": {"corpus": str(tiny_corpus)}, "candidates": [{"name": "teacher"}]})
+    cr = CandidateResult("casc", str(built.path), [], [], {"wer_clean": 0.1}, "k")
+    assert export_bundle(cfg, cr, built, tmp_path / "bundle")
+    assert "strong/" in (tmp_path / "bundle" / "README.md").read_text()
+    assert str(tmp_path / "bundle" / "fast") in (tmp_path / "bundle" / "fast" / "README.md").read_text()
+    moved = tmp_path / "elsewhere" / "pick"
+    moved.parent.mkdir()
+    os.rename(tmp_path / "bundle", moved)
+    assert sorted(p.name for p in moved.iterdir() if p.is_dir()) == ["fast", "strong"]
+    assert Artifact.open(moved).size_mb == pytest.approx(fast.size_mb + Artifact.open(moved / "strong").size_mb)
+    exported = load(moved)
+    assert [r.fell_back for r in exported.route(audio)] == [r.fell_back for r in routes]
+    texts = exported.transcribe(audio)
+    assert [t for t, r in zip(texts, routes) if not r.fell_back] == [r.text for r in routes if not r.fell_back]
+
+    asr = load_bundle(moved)
+    assert isinstance(asr, CascadeAsr) and asr.predict(audio) == texts
+    monkeypatch.chdir(tmp_path)  # the registered model, loaded back through MLflow
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = Tracker.open("picks")
+    run_id = tracker.create_run("cascade", {"w2vc.kind": "candidate"})
+    tracker.terminate(run_id)
+    ref = log_bundle_model(tracker, run_id, moved, "test-cascade")
+    import mlflow
+
+    assert mlflow.pyfunc.load_model(f"models:/{ref}").predict(audio) == texts
+    blank = exported.blank_id
+    for measure in ("max_prob", "entropy", "tsallis"):
+        for aggregation in ("mean", "min"):
+            for x in audio[:2]:
+                lg = asr.fast.logits(x)
+                assert utterance_confidence(lg, blank, measure, aggregation, 1 / 3) == pytest.approx(
+                    w2vc_confidence(lg, blank, measure, aggregation, 1 / 3), abs=1e-12)

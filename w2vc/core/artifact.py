@@ -156,7 +156,7 @@ class Artifact:
         cascade's are both of its models' (a device holds both)."""
         if self.kind is Kind.CASCADE:
             members = json.loads((self.path / CASCADE_FILE).read_text())
-            return sum(Artifact.open(members[m]).size_mb for m in ("fast", "strong"))
+            return sum(Artifact.open(self.path / members[m]).size_mb for m in ("fast", "strong"))
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file() and f.name.endswith(WEIGHT_EXTS)) / 2**20
 
 

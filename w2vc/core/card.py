@@ -52,16 +52,27 @@ def _table(d: dict) -> str:
 
 
 def write_model_card(path: str | os.PathLike, report: dict, metrics: dict | None = None,
-                     lineage: Sequence[str] = ()) -> Path:
+                     lineage: Sequence[str] = (), cascade: dict | None = None) -> Path:
     """README.md of a deployable bundle: how it was made, how to run it, its checks, and measured metrics.
 
     The sweep calls this again with measured WER/latency once eval has run (README.md is not weights).
+    `cascade`: the routing rule of a cascade bundle (two ONNX bundles in `fast/` and `strong/`).
     """
     p = Path(path)
-    lines = [f"# {p.name}", "", "wav2vec 2.0 CTC model (characters, greedy CTC decoding), built by w2vc.", "",
-             "Transcribe 16 kHz mono audio of any length with transformers' ASR pipeline on ONNX Runtime:", "",
-             "```python", pipeline_snippet(p).rstrip("\n"), "```", "",
-             f"Or with w2vc: `w2vc transcribe --model {p} audio.wav [--format json|srt]`.", ""]
+    if cascade:
+        lines = [f"# {p.name}", "", "A confidence cascade of two wav2vec 2.0 CTC models, built by w2vc: `fast/` "
+                 "transcribes every utterance; `strong/` transcribes again those whose utterance confidence "
+                 f"(`{cascade['measure']}` per non-blank frame, `{cascade['aggregation']}` over the utterance) "
+                 f"is below {cascade['threshold']:g}. It routes whole utterances (commands, segmented "
+                 "speech): run it as this bundle's MLflow model (pyfunc: audio in, text out, ONNX Runtime "
+                 f"only) or with w2vc, `w2vc.core.load.load({str(p)!r}).transcribe(audio_list)`. Each member "
+                 "is an ordinary ONNX bundle with its own card: the transformers pipeline and `w2vc "
+                 "transcribe` run either alone on audio of any length.", ""]
+    else:
+        lines = [f"# {p.name}", "", "wav2vec 2.0 CTC model (characters, greedy CTC decoding), built by w2vc.", "",
+                 "Transcribe 16 kHz mono audio of any length with transformers' ASR pipeline on ONNX Runtime:",
+                 "", "```python", pipeline_snippet(p).rstrip("\n"), "```", "",
+                 f"Or with w2vc: `w2vc transcribe --model {p} audio.wav [--format json|srt]`.", ""]
     if lineage:
         lines += [f"Steps: {' → '.join(lineage)}", ""]
     scalars = {k: v for k, v in report.items() if not isinstance(v, dict)}

@@ -76,8 +76,9 @@ def utterance_confidence(logits: np.ndarray, blank_id: int, measure: str = "max_
 
 @dataclass(frozen=True)
 class CascadeSpec:
-    """What a cascade directory holds: the members (absolute paths, so the cache can move the directory)
-    with their content hashes at build time, and the routing rule."""
+    """What a cascade directory holds: the members (absolute paths, so the cache can move the directory; an
+    exported bundle's are relative to it, its members inside) with their content hashes at build time, and
+    the routing rule."""
 
     fast: str
     strong: str
@@ -100,6 +101,11 @@ class CascadeSpec:
         if bad:
             raise ValueError(f"{f}: unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
         return cls(**d)
+
+    def member(self, cascade_dir: str | os.PathLike, role: str) -> Path:
+        """The `fast` or `strong` member's directory: absolute (a sweep's cache) or relative to the cascade
+        (an exported bundle, its members inside)."""
+        return Path(cascade_dir) / getattr(self, role)
 
     def write(self, out_dir: str | os.PathLike) -> Path:
         f = Path(out_dir) / CASCADE_FILE
@@ -177,7 +183,7 @@ def load_cascade(path: str | os.PathLike, threads: int | None = None, **kw) -> C
     where = Path(path) / CASCADE_FILE
     members = []
     for role in ("fast", "strong"):
-        p = Path(getattr(spec, role))
+        p = spec.member(path, role)
         if not p.is_dir():
             raise FileNotFoundError(f"{where}: {role} model not found: {p}")
         if (p / CASCADE_FILE).is_file():

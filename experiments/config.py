@@ -62,6 +62,9 @@ class EvalConfig(ConfigBase):
         per candidate, interleaved over candidates; seconds of timed runs per process at least; per-process
         spread above which a figure is re-measured, then flagged.
         reference: the candidate whose WER every other one is compared with on the same utterances.
+        long_chunk_seconds: also score the `<split>_long` recordings chunked at these window lengths
+            (w2vc.eval.longform: wer_long_10s, chunk_p50_ms_long_10s, rtf_long_10s, wer_long_ratio_10s, ...);
+            empty = off; as many recordings as `limit`. Cascades route whole utterances, so they have none.
     """
 
     WHAT = "eval"
@@ -76,6 +79,7 @@ class EvalConfig(ConfigBase):
     min_time_s: float = 1.0
     max_spread: float = 1.2
     reference: str = "teacher"
+    long_chunk_seconds: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

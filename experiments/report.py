@@ -16,7 +16,8 @@ from w2vc.experiments.config import SweepConfig
 from w2vc.experiments.seed_reference import SEED_REFERENCE
 
 # shown after the objectives when some candidate has them
-EXTRA_COLUMNS = ("wer_snr10", "latency_p90_ms", "rtf", "params_m", "peak_rss_mb", "gflops")
+EXTRA_COLUMNS = ("wer_snr10", "wer_long_10s", "chunk_p50_ms_long_10s", "latency_p90_ms", "rtf", "params_m",
+                 "peak_rss_mb", "gflops")
 
 
 @dataclass

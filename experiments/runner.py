@@ -181,6 +181,10 @@ def load_eval_sets(cfg: SweepConfig, progress: bool = False):
     if missing:
         raise ValueError(f"eval.sets: {', '.join(missing)} not in the corpus (have "
                          f"{', '.join(e.name for e, _ in full.sets)})")
+    if cfg.eval.long_chunk_seconds:  # the same early failure for missing long recordings
+        from w2vc.eval.longform import find_long_sets
+
+        find_long_sets(cfg.data.corpus, cfg.eval.split)
     sets = [(e, d) for e, d in full.sets if e.name in cfg.eval.sets]
     return EvalData(full.source, full.split, full.limit, sets)
 
@@ -302,11 +306,13 @@ def measure_candidate(art: Artifact, cfg: SweepConfig, eval_data, timed_later: b
     from w2vc.core.load import load
     from w2vc.eval.evaluate import evaluate_model
     from w2vc.eval.isolation import measure_cost_isolated
+    from w2vc.eval.longform import LongOptions
 
     tr = load(art, threads=cfg.eval.threads)
     if art.kind is Kind.CASCADE:  # fallback rates, and a cost that depends on the input (cascades.py)
         return measure_cascade(art, tr, cfg, eval_data, first_timing=not timed_later)
-    res = evaluate_model(tr, eval_data, threads=cfg.eval.threads, model_name=str(art.path))
+    long = LongOptions(cfg.eval.long_chunk_seconds) if cfg.eval.long_chunk_seconds else None  # live captioning
+    res = evaluate_model(tr, eval_data, threads=cfg.eval.threads, model_name=str(art.path), long=long)
     metrics = {k: v for k, v in res.metrics.items()}
     cost = measure_cost_isolated(str(art.path), cfg=cost_config(cfg))
     metrics.update(cost.metrics())

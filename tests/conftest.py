@@ -5,11 +5,16 @@ Everything is built once per test session in a temp dir; nothing is mocked.
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
 from w2vc.core.models import VOCAB, make_processor
+from w2vc.data.datasets import load_dataset
 from w2vc.data.synth import SynthConfig, synthesize_corpus
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -52,3 +57,27 @@ def tiny_layer_model(tmp_path_factory):
 def tiny_group_model(tmp_path_factory):
     """A Base-style (group-norm) tiny model directory with processor files."""
     return save_tiny(tmp_path_factory.mktemp("tiny_group"), "group")
+
+
+@pytest.fixture(scope="session")
+def long_corpus(tiny_corpus, tmp_path_factory):
+    """A corpus root with the tiny corpus's test split and a test_long split of 2 recordings made of it
+    (each test utterance used once), with the `parts` column another engineer's corpus will have."""
+    root = tmp_path_factory.mktemp("long_corpus")
+    (root / "manifests").mkdir()
+    rows = [json.loads(x) for x in (tiny_corpus / "manifests" / "test.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["path"] = str(tiny_corpus / r["path"])
+    (root / "manifests" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = load_dataset(root / "manifests" / "test.jsonl")
+    groups = [list(range(0, len(rows) // 2 + 1)), list(range(len(rows) // 2 + 1, len(rows)))]
+    long_rows = []
+    for k, g in enumerate(groups):
+        f = root / "long" / f"long-{k}.wav"
+        f.parent.mkdir(exist_ok=True)
+        gap = np.zeros(4000, dtype=np.float32)  # 0.25 s between utterances
+        sf.write(f, np.concatenate([x for i in g for x in (ds.audio[i], gap)][:-1]), 16000)
+        long_rows.append({"id": f"long-{k}", "path": f"long/{f.name}", "text": " ".join(ds.texts[i] for i in g),
+                          "parts": [ds.ids[i] for i in g]})
+    (root / "manifests" / "test_long.jsonl").write_text("".join(json.dumps(r) + "\n" for r in long_rows))
+    return root

@@ -10,7 +10,6 @@ import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 from transformers import Wav2Vec2FeatureExtractor, pipeline
 from transformers.pipelines.automatic_speech_recognition import chunk_iter, rescale_stride
 
@@ -162,29 +161,6 @@ def test_onnx_export_gives_the_same_chunked_text(models, long_audio, onnx_model)
         assert a.windows == b.windows and a.logits.shape == b.logits.shape
         np.testing.assert_allclose(b.logits, a.logits, atol=1e-3)
         assert a.text == b.text and b.rtf > 0
-
-
-@pytest.fixture(scope="module")
-def long_corpus(tiny_corpus, tmp_path_factory):
-    """A corpus root with the tiny corpus's test split and a test_long split of 2 recordings made of it
-    (each test utterance used once), with the `parts` column another engineer's corpus will have."""
-    root = tmp_path_factory.mktemp("long_corpus")
-    (root / "manifests").mkdir()
-    rows = [json.loads(x) for x in (tiny_corpus / "manifests" / "test.jsonl").read_text().splitlines()]
-    for r in rows:
-        r["path"] = str(tiny_corpus / r["path"])
-    (root / "manifests" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    ds = load_dataset(root / "manifests" / "test.jsonl")
-    groups = [list(range(0, len(rows) // 2 + 1)), list(range(len(rows) // 2 + 1, len(rows)))]
-    long_rows = []
-    for k, g in enumerate(groups):
-        f = root / "long" / f"long-{k}.wav"
-        f.parent.mkdir(exist_ok=True)
-        sf.write(f, _concat([ds.audio[i] for i in g]), 16000)
-        long_rows.append({"id": f"long-{k}", "path": f"long/{f.name}", "text": " ".join(ds.texts[i] for i in g),
-                          "parts": [ds.ids[i] for i in g]})
-    (root / "manifests" / "test_long.jsonl").write_text("".join(json.dumps(r) + "\n" for r in long_rows))
-    return root
 
 
 def test_eval_long_cli(long_corpus, tiny_layer_model, tmp_path, monkeypatch, capsys):

@@ -46,6 +46,24 @@ def _oversample(rules: list[str]) -> dict[str, int]:
     return out
 
 
+def _options(pairs: list[str], flag: str) -> dict:
+    """KEY=VALUE strings → a dict for a config's from_dict: numbers as numbers, a,b as a list."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} takes KEY=VALUE, got {pair!r}")
+        items = [v.strip() for v in value.split(",")]
+        nums = []
+        for v in items:
+            try:
+                nums.append(float(v))
+            except ValueError:
+                nums.append(v)
+        out[key.strip()] = nums if len(nums) > 1 else nums[0]
+    return out
+
+
 def cmd_train(a) -> int:
     from w2vc.data.augment import AugmentConfig
     from w2vc.train import TrainConfig, train
@@ -56,8 +74,8 @@ def cmd_train(a) -> int:
                       dev_limit=a.dev_limit, threads=a.threads, dropout=a.dropout,
                       freeze_feature_encoder=a.freeze_feature_encoder, oversample=_oversample(a.oversample),
                       device=a.device, num_workers=a.num_workers, lengths=a.lengths,
-                      augment=AugmentConfig() if not a.no_augment else
-                      AugmentConfig.off())
+                      augment=AugmentConfig.from_dict(_options(a.augment, "--augment")) if not a.no_augment
+                      else AugmentConfig.off())
     res = train(cfg, resume=a.resume, stop_at_step=a.stop_at_step)
     print(f"done: {res['steps']} steps in {res['minutes']:.1f} min; best model: {res['best_dir']}")
     _write_json(a.json, res)
@@ -269,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch-plan lengths from file headers (exact) or the manifest's duration column")
     t.add_argument("--threads", type=int)
     t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--augment", action="append", metavar="KEY=VALUE", default=[],
+                   help="augmentation option (w2vc.data.augment.AugmentConfig), repeatable: p_pad=0.5, "
+                   "pad_seconds_range=0,4, p_reverb=0.5")
     t.add_argument("--dropout", type=float, help="one rate for every dropout (default: the preset's)")
     t.add_argument("--freeze-feature-encoder", action="store_true",
                    help="keep the CNN feature encoder fixed (warm starts: ~1.6x faster steps here)")

@@ -337,3 +337,17 @@ def test_scan_split_sizes_utterances_without_decoding_them(tiny_corpus, tmp_path
     assert len(idx) == 3 and idx.skipped[0][0].endswith("bad.flac") and idx.lengths == [head.lengths[i] for i in (0, 2, 3)]
     labels = PackedLabels([[5, 6], [], [7]])
     assert [list(labels[i]) for i in range(len(labels))] == [[5, 6], [], [7]]
+
+
+@pytest.mark.parametrize("option, expect", [("p_padd=1", "unknown augment option.*p_padd"),
+                                            ("p_pad", "KEY=VALUE")])
+def test_train_cli_augment_options_fail_in_one_line_before_training(tmp_path, capsys, option, expect):
+    import re
+
+    from w2vc.cli import main
+
+    rc = main(["train", "--arch", "base-s", "--data", str(tmp_path), "--out", str(tmp_path / "run"),
+               "--augment", option])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1 and re.search(expect, err), err
+    assert not (tmp_path / "run").exists()

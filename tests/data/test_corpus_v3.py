@@ -215,6 +215,24 @@ def test_augment_is_seeded_and_can_be_switched_off():
                               _augment_v2(x, np.random.default_rng(seed), cfg, pool))
 
 
+def test_pad_adds_silence_around_the_speech_and_the_noise_fills_it():
+    x = _voiced()
+    quiet = AugmentConfig.off()
+    padded = AugmentConfig.from_dict({**quiet.to_dict(), "p_pad": 1.0, "pad_seconds_range": [0.5, 2.0]})
+    lengths = set()
+    for seed in range(5):
+        y = augment(x, np.random.default_rng(seed), padded)
+        extra = len(y) - len(x)
+        assert SR <= extra <= 4 * SR
+        start = int(np.flatnonzero(y)[0] - np.flatnonzero(x)[0])
+        assert np.array_equal(y[start:start + len(x)], x) and not y[:start].any() and not y[start + len(x):].any()
+        lengths.add(len(y))
+    assert len(lengths) > 1  # a fresh draw each time
+    noisy = AugmentConfig.from_dict({**padded.to_dict(), "p_noise": 1.0, "snr_db_range": [10.0, 10.0]})
+    y = augment(x, np.random.default_rng(0), noisy)
+    assert np.abs(y[: SR // 2]).mean() > 1e-4  # the padding carries the noise floor
+
+
 def _augment_v2(x, rng, cfg, babble_pool):
     """augment() as it was before reverb, codecs and VTLP (copied from w2vc/data/augment.py, corpus v2)."""
     import soxr

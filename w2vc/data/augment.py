@@ -39,6 +39,11 @@ class AugmentConfig(ConfigBase):
             decaying noise) with RT60 from rt60_range (s) and direct-to-reverberant ratio from drr_db_range.
         p_codec: probability of one codec-like degradation drawn from codec_kinds: mu-law 8 bit, linear
             8 bit, an 8 kHz round trip, telephone (8 kHz + mu-law) or hard clipping.
+        p_pad: probability of silence before and after the utterance (each side drawn from
+            pad_seconds_range), added before the noise so the noise floor fills it. Chunked long-form
+            inference hands the model windows that are mostly pause: 3.5 s of silence on each side took the
+            v2-1 teacher from 5.5 % to 17.6 % WER (60 test utterances, 2026-12-02). Off by default (the
+            committed models' runs draw nothing for it).
     """
 
     p_speed: float = 0.6
@@ -54,6 +59,8 @@ class AugmentConfig(ConfigBase):
     drr_db_range: tuple[float, float] = (-3.0, 15.0)
     p_codec: float = 0.2
     codec_kinds: tuple[str, ...] = CODEC_KINDS
+    p_pad: float = 0.0
+    pad_seconds_range: tuple[float, float] = (0.0, 4.0)
 
     WHAT = "augment"
 
@@ -67,7 +74,7 @@ class AugmentConfig(ConfigBase):
     def off(cls) -> AugmentConfig:
         """No augmentation at all (every probability 0, no gain change)."""
         return cls(p_speed=0, p_bandlimit=0, p_noise=0, gain_db_range=(0.0, 0.0), p_vtlp=0, p_reverb=0,
-                   p_codec=0)
+                   p_codec=0, p_pad=0)
 
 
 def bandlimit(x: np.ndarray, low_hz: float, high_hz: float) -> np.ndarray:
@@ -199,6 +206,9 @@ def augment(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
     if rng.random() < cfg.p_bandlimit:
         x = bandlimit(x, rng.uniform(50, 400), rng.uniform(3000, 7500))
     x = x * np.float32(10 ** (rng.uniform(*cfg.gain_db_range) / 20))
+    if cfg.p_pad > 0 and rng.random() < cfg.p_pad:
+        before, after = (int(rng.uniform(*cfg.pad_seconds_range) * SAMPLE_RATE) for _ in range(2))
+        x = np.concatenate([np.zeros(before, np.float32), x, np.zeros(after, np.float32)])
     if rng.random() < cfg.p_noise:
         kinds = NOISE_TYPES if len(babble_pool) else NOISE_TYPES[:2]
         kind = kinds[int(rng.integers(len(kinds)))]

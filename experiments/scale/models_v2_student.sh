@@ -20,4 +20,6 @@ torchrun --nproc_per_node "$NPROC" -m w2vc.cli train --arch base-s --init-from m
 
 w2vc eval --model "$RUN/best" --data "$CORPUS" --noisy --long --chunk-seconds 10
 w2vc eval --model "$RUN/best" --data "$CORPUS" --split test_unseen_synth
+python -c "from w2vc.experiments.config import load_config; from w2vc.experiments.runner import ensure_corpus; ensure_corpus(load_config('experiments/configs/default.yaml'))"  # the main job's corpus, if missing
+w2vc eval --model "$RUN/best" --data data/corpus --noisy --long --chunk-seconds 10  # the default sweep's test
 echo "plateau: the dev curve in $RUN (train log); then w2vc pack $RUN/best models/student-base-s and its card"

@@ -97,8 +97,10 @@ def test_provenance_of_steps_and_packing_has_hash_and_parent(tiny_layer_model, b
 def test_committed_models_carry_their_hash_and_lineage():
     from pathlib import Path
 
-    for name in ("teacher-large-s", "student-base-s"):
+    lineages = {"teacher-large-s": ["train", "pack"], "student-base-s": ["train", "pack"],
+                "teacher-large-s-v2": ["train", "pack", "train", "pack"]}  # warm-started from teacher-large-s
+    for name, lineage in lineages.items():
         d = Path(__file__).resolve().parents[2] / "models" / name
         prov = json.loads((d / "w2vc.json").read_text())
-        assert prov["hash"] == dir_hash(d) and prov["lineage"] == ["train", "pack"]
+        assert prov["hash"] == dir_hash(d) and prov["lineage"] == lineage
         assert prov["source_provenance"]["step"] == "train"

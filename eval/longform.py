@@ -34,12 +34,14 @@ DEFAULT_CHUNKS: tuple[float, ...] = (5.0, 10.0, 20.0)
 @dataclass(frozen=True)
 class LongOptions:
     """What `w2vc eval --long` scores: chunk lengths (s), stride each side (None: chunk / 6), whether the
-    whole recording is also run in one pass, and how many equal-length windows may share a batch."""
+    whole recording is also run in one pass, how many equal-length windows may share a batch, and how many
+    recordings are scored (None: as many as the eval's limit)."""
 
     chunk_seconds: tuple[float, ...] = DEFAULT_CHUNKS
     stride_seconds: float | None = None
     unchunked: bool = False
     batch_size: int = 1
+    recordings: int | None = None
 
     def __post_init__(self):
         if not self.chunk_seconds and not self.unchunked:
@@ -257,7 +259,7 @@ def evaluate_long(transcriber: Transcriber, data: str | os.PathLike, split: str 
     options = options or LongOptions()
     long, parts_manifest = find_long_sets(data, split)
     parts = read_parts(long)
-    ds = load_dataset(long, limit=limit, name=f"{split}_long", progress=progress)
+    ds = load_dataset(long, limit=options.recordings or limit, name=f"{split}_long", progress=progress)
     if ds.skipped:
         raise DatasetError(f"{long}: {len(ds.skipped)} unreadable recording(s), e.g. {ds.skipped[0][0]}")
     lengths = list(options.chunk_seconds) + ([None] if options.unchunked else [])

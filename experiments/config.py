@@ -64,7 +64,8 @@ class EvalConfig(ConfigBase):
         reference: the candidate whose WER every other one is compared with on the same utterances.
         long_chunk_seconds: also score the `<split>_long` recordings chunked at these window lengths
             (w2vc.eval.longform: wer_long_10s, chunk_p50_ms_long_10s, rtf_long_10s, wer_long_ratio_10s, ...);
-            empty = off; as many recordings as `limit`. Cascades route whole utterances, so they have none.
+            empty = off. Cascades route whole utterances, so they have none. long_recordings: how many
+            recordings (None: as many as `limit`).
     """
 
     WHAT = "eval"
@@ -80,6 +81,7 @@ class EvalConfig(ConfigBase):
     max_spread: float = 1.2
     reference: str = "teacher"
     long_chunk_seconds: tuple[float, ...] = ()
+    long_recordings: int | None = None
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,7 @@ def _samples(item) -> np.ndarray:
 class OnnxAsr:
     """The pyfunc implementation: one ONNX Runtime session over the bundle's graph."""
 
-    def __init__(self, bundle: str | os.PathLike, threads: int | None = None):
+    def __init__(self, bundle: str | os.PathLike, threads: int | None = None, spinning: bool = True):
         import onnxruntime as ort
 
         self.bundle = Path(bundle)
@@ -136,6 +136,8 @@ class OnnxAsr:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             so.intra_op_num_threads, so.inter_op_num_threads = int(threads), 1
+        if not spinning:  # a cascade's two sessions share the cores (w2vc.core.ort.onnx_session)
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
         self.has_mask_input = "attention_mask" in {i.name for i in self.session.get_inputs()}
         pre = self.bundle / "preprocessor_config.json"
@@ -190,8 +192,8 @@ class CascadeAsr:
     def __init__(self, bundle: str | os.PathLike, threads: int | None = None):
         self.bundle = Path(bundle)
         self.rule = json.loads((self.bundle / CASCADE_FILE).read_text())
-        self.fast = OnnxAsr(self.bundle / self.rule["fast"], threads)
-        self.strong = OnnxAsr(self.bundle / self.rule["strong"], threads)
+        self.fast = OnnxAsr(self.bundle / self.rule["fast"], threads, spinning=False)
+        self.strong = OnnxAsr(self.bundle / self.rule["strong"], threads, spinning=False)
         self.blank_id = next(i for i, t in self.fast.vocab.tokens.items() if t == self.fast.vocab.pad)
 
     def transcribe(self, audio: np.ndarray) -> str:

@@ -311,7 +311,8 @@ def measure_candidate(art: Artifact, cfg: SweepConfig, eval_data, timed_later: b
     tr = load(art, threads=cfg.eval.threads)
     if art.kind is Kind.CASCADE:  # fallback rates, and a cost that depends on the input (cascades.py)
         return measure_cascade(art, tr, cfg, eval_data, first_timing=not timed_later)
-    long = LongOptions(cfg.eval.long_chunk_seconds) if cfg.eval.long_chunk_seconds else None  # live captioning
+    e = cfg.eval  # long recordings: live captioning
+    long = LongOptions(e.long_chunk_seconds, recordings=e.long_recordings) if e.long_chunk_seconds else None
     res = evaluate_model(tr, eval_data, threads=cfg.eval.threads, model_name=str(art.path), long=long)
     metrics = {k: v for k, v in res.metrics.items()}
     cost = measure_cost_isolated(str(art.path), cfg=cost_config(cfg))

@@ -33,6 +33,8 @@ def test_candidates_get_long_form_figures(tmp_path, long_corpus, tiny_corpus, ti
     for k in ("wer_long_2s", "wer_long_4s", "wer_parts", "wer_clean"):
         assert metrics[k] == pytest.approx(ref.metrics[k])
 
+    one = parse_config({**cfg.raw, "eval": {**cfg.raw["eval"], "long_recordings": 1}})
+    assert measure_candidate(Artifact.open(tiny_layer_model), one, load_eval_sets(one))[0]["n_long_recordings"] == 1
     no_long = _cfg(tmp_path, tiny_corpus, tiny_layer_model, tiny_group_model)
     with pytest.raises(DatasetError, match="test_long"):
         load_eval_sets(no_long)

@@ -192,5 +192,5 @@ def load_cascade(path: str | os.PathLike, threads: int | None = None, **kw) -> C
         if built and Artifact.open(p).hash != built:
             raise ValueError(f"{where}: {role} model {p} changed since the cascade was built (hash "
                              f"{built}); build the cascade again")
-        members.append(load(p, threads=threads, **kw))
+        members.append(load(p, threads=threads, **{"spinning": False, **kw}))  # two sessions, one set of cores
     return CascadeTranscriber(*members, spec)

@@ -47,7 +47,8 @@ def load_torch(source: Source, dtype=None):
 
 def load(source: Source, threads: int | None = None, **kw) -> Transcriber:
     """A runnable model of any kind. `threads` sets ORT's intra-op threads for ONNX, torch's process-wide
-    count for PyTorch. Keywords: `file_name` (ONNX: which graph), `autocast_bf16` (PyTorch). A cascade
+    count for PyTorch. Keywords: `file_name` (ONNX: which graph), `spinning` (ONNX: False when another
+    session shares the cores, w2vc.core.ort), `autocast_bf16` (PyTorch). A cascade
     directory gives a CascadeTranscriber over its two members (w2vc.core.cascade)."""
     path, kind, _ = _path_kind(source)
     if kind is Kind.CASCADE:
@@ -59,7 +60,8 @@ def load(source: Source, threads: int | None = None, **kw) -> Transcriber:
 
         p = Path(path)
         d = p.parent if p.is_file() else p
-        session = onnx_session(d, threads, kw.get("file_name") or (p.name if p.is_file() else None))
+        session = onnx_session(d, threads, kw.get("file_name") or (p.name if p.is_file() else None),
+                               spinning=kw.get("spinning", True))
         config = json.loads((d / "config.json").read_text())
         return OnnxTranscriber(session, Wav2Vec2Processor.from_pretrained(str(d)), config)
     if threads:

@@ -95,8 +95,8 @@ def export_bundle(cfg: SweepConfig, cr: CandidateResult, art: Artifact, dst: Pat
 def export_cascade(art: Artifact, out: Path, parity_data: str | None = None) -> dict:
     """A cascade as one self-contained bundle: each member an ONNX bundle in `fast/` and `strong/` (copied,
     or exported with a parity check), and `w2vc_cascade.json` naming them relative to the bundle, so it
-    moves as one folder and loads with `w2vc.core.load.load`, `w2vc transcribe` and the pyfunc
-    (`pyfunc_asr`). Returns the routing rule (for the card)."""
+    moves as one folder and loads with `w2vc.core.load.load` and the pyfunc (`pyfunc_asr`; `w2vc
+    transcribe` runs its members, not the routing). Returns the routing rule (for the card)."""
     from w2vc.compress.export import ExportConfig, export_onnx
 
     spec = CascadeSpec.read(art.path)

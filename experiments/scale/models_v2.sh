@@ -14,6 +14,7 @@ CORPUS=${CORPUS:-data/corpus3}
 RUN=${RUN:-runs/teacher-large-s-v2}
 STEPS=${STEPS:-4000}
 NPROC=${NPROC:-2}
+ARCH=${ARCH:-large-s}
 INIT=${INIT:-models/teacher-large-s}
 SEED=${SEED:-7}
 LR=${LR:-3e-4}
@@ -22,7 +23,7 @@ AUGMENT=${AUGMENT:-}
 w2vc data synth --out "$CORPUS" --hours 16 --seed 0  # returns at once when the corpus is complete
 
 # shellcheck disable=SC2086  # AUGMENT is a list of options
-torchrun --nproc_per_node "$NPROC" -m w2vc.cli train --arch large-s --init-from "$INIT" \
+torchrun --nproc_per_node "$NPROC" -m w2vc.cli train --arch "$ARCH" --init-from "$INIT" \
     --data "$CORPUS" --out "$RUN" --lr "$LR" --warmup 300 --eval-every 500 --seed "$SEED" \
     --batch-seconds 15 --steps "$STEPS" --dropout 0 --freeze-feature-encoder --resume $AUGMENT
 
@@ -31,4 +32,4 @@ w2vc eval --model "$RUN/best" --data "$CORPUS" --noisy --long --chunk-seconds 10
 w2vc eval --model "$RUN/best" --data "$CORPUS" --split test_unseen_synth
 python -c "from w2vc.experiments.config import load_config; from w2vc.experiments.runner import ensure_corpus; ensure_corpus(load_config('experiments/configs/default.yaml'))"  # the main job's corpus, if missing
 w2vc eval --model "$RUN/best" --data data/corpus --noisy --long --chunk-seconds 10  # the default sweep's test
-echo "if the targets hold: w2vc pack $RUN/best models/teacher-large-s, then the card in models/README.md"
+echo "if the targets hold: w2vc pack $RUN/best $INIT (or a new name), then the card in models/README.md"

@@ -30,6 +30,7 @@ from torch.nn.utils import parametrize
 
 from w2vc.core.artifact import Artifact, Kind, copy_processor_files, finalize
 from w2vc.core.config import ConfigBase
+from w2vc.core.flops_model import model_gflops
 from w2vc.core.load import load_torch
 from w2vc.core.runnable import normalize_audio
 from w2vc.core.shapes import model_shapes, n_params, record_shapes
@@ -50,6 +51,8 @@ class PruneConfig(ConfigBase):
         heads / ffn / cnn: fraction in [0, 1) of attention heads / FFN intermediate channels / CNN
             feature-encoder channels to remove; None takes `ratio`.
         ratio: one fraction for every width part left None (0 = no width pruning).
+        target_gflops_ratio: counted GFLOPs (3 s audio) to reach, as a fraction of the input's: sets `ratio` to the
+            smallest that reaches it (bisection over trial cuts); one-shot at a learned run's cost, for ablations.
         scope: "local" removes the fraction from every layer; "global" ranks a part's units across all
             layers, so important layers keep more (still >= 1 head, >= round_to channels per layer).
         importance: "magnitude" (L2 norm of the unit's weights over its dependency group; no data) or
@@ -72,6 +75,7 @@ class PruneConfig(ConfigBase):
     ffn: float | None = None
     cnn: float | None = None
     ratio: float = 0.0
+    target_gflops_ratio: float | None = None
     scope: str = "local"
     importance: str = "magnitude"
     drop_layers: tuple[int, ...] = ()
@@ -102,7 +106,11 @@ class PruneConfig(ConfigBase):
             raise ValueError(f"drop_layers must be distinct indices >= 0, got {self.drop_layers}")
         if self.num_drop_layers < 0 or self.round_to < 1 or self.calib_utterances < 1:
             raise ValueError("num_drop_layers must be >= 0, round_to and calib_utterances >= 1")
-        if not (any(self.part_ratios().values()) or self.drop_layers or self.num_drop_layers or self.sparsity):
+        if (t := self.target_gflops_ratio) is not None and not (0 < t < 1 and not self.ratio
+                                                                and any(getattr(self, p) is None for p in PARTS)):
+            raise ValueError(f"target_gflops_ratio must be in (0, 1) and sets `ratio`: leave ratio at 0 and one of "
+                             f"heads/ffn/cnn unset, got {t}")
+        if not (any(self.part_ratios().values()) or self.target_gflops_ratio or self.drop_layers or self.num_drop_layers or self.sparsity):
             raise ValueError("nothing to prune: set heads/ffn/cnn or ratio, drop_layers/num_drop_layers, or sparsity")
 
     @property
@@ -147,8 +155,9 @@ def prune(artifact: Artifact, cfg: PruneConfig, out_dir: str | Path, ctx: StepCo
 def prune_model(model, processor, cfg: PruneConfig) -> dict:
     """Prune an in-memory Wav2Vec2ForCTC in place (layers, then widths, then sparsity); returns the report."""
     shapes_before, params_before = model_shapes(model), n_params(model)
+    gflops_before = model_gflops(model)
     ratios = cfg.part_ratios()
-    width = any(ratios.values())
+    width = any(ratios.values()) or cfg.target_gflops_ratio is not None
     calib = None
     if (cfg.importance == "taylor" and width) or (cfg.num_drop_layers and cfg.layer_criterion != "magnitude"):
         calib = load_calibration(processor, cfg)
@@ -159,9 +168,13 @@ def prune_model(model, processor, cfg: PruneConfig) -> dict:
     if width:
         if cfg.importance == "taylor":
             accumulate_grads(model, calib)
+        if cfg.target_gflops_ratio is not None:
+            ratios, report["target_search"] = _ratios_for_target(model, cfg, cfg.target_gflops_ratio * gflops_before)
+            report["ratios"] = ratios
         report["reached"] = _prune_width(model, ratios, cfg)
         model.zero_grad(set_to_none=True)
     record_shapes(model)
+    report.update(gflops_before=round(gflops_before, 4), gflops_after=round(model_gflops(model), 4))
     report.update(params_before=params_before, params_after=n_params(model),
                   shapes_before=shapes_before, shapes_after=model_shapes(model))
     report["params_removed"] = round(1 - report["params_after"] / params_before, 4)
@@ -411,7 +424,30 @@ def _prune_width(model, ratios: dict[str, float], cfg: PruneConfig) -> dict:
     return reached
 
 
-# ---------------------------------------------------------------------------------------- shapes
+def _ratios_for_target(model, cfg: PruneConfig, target_gflops: float, iterations: int = 12):
+    """The smallest uniform `ratio` (for the parts left None) whose cut reaches `target_gflops`: bisection over
+    trial cuts of copies (kept counts round and, with global scope, depend on the scores, so the cut itself is
+    counted rather than a formula). Taylor scores come along as the copies' gradients."""
+    import copy
+
+    def ratios_at(r: float) -> dict[str, float]:
+        return {p: (r if getattr(cfg, p) is None else getattr(cfg, p)) for p in PARTS}
+
+    def trial(r: float) -> float:
+        twin = copy.deepcopy(model)
+        for a, b in zip(model.parameters(), twin.parameters()):
+            b.grad = None if a.grad is None else a.grad.clone()
+        _prune_width(twin, ratios_at(r), cfg)
+        return model_gflops(twin)
+
+    lo, hi = 0.0, 0.99
+    if (least := trial(hi)) > target_gflops:
+        raise ValueError(f"target_gflops_ratio {cfg.target_gflops_ratio} is out of reach by width pruning "
+                         f"({least:.3f} GFLOPs at ratio 0.99); lower it or drop layers")
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if trial(mid) <= target_gflops else (mid, hi)
+    return ratios_at(hi), {"target_gflops": round(target_gflops, 4), "ratio": hi, "trials": iterations + 1}
 
 
 # ----------------------------------------------------------------------------------- unstructured

@@ -192,6 +192,26 @@ def test_unstructured_reaches_sparsity_and_reports_dense_bytes(tiny_group_model,
     assert int((model.lm_head.weight == 0).sum()) == 0  # sparse_ignore respected
 
 
+@pytest.mark.parametrize("scope", ["local", "global"])
+def test_gflops_target_finds_the_smallest_uniform_ratio_that_reaches_it(tiny4, scope):
+    from w2vc.core.flops_model import model_gflops
+
+    model, proc = load_pretrained(tiny4)
+    full = model_gflops(model)
+    report = prune_model(model, proc, PruneConfig(target_gflops_ratio=0.6, cnn=0.25, scope=scope))
+    ratio = report["target_search"]["ratio"]
+    assert report["ratios"] == {"heads": ratio, "ffn": ratio, "cnn": 0.25}
+    assert report["gflops_before"] == pytest.approx(full, abs=1e-4)
+    assert report["gflops_after"] == pytest.approx(model_gflops(model), abs=1e-4)
+    assert model_gflops(model) <= 0.6 * full
+    # a slightly smaller ratio (one bisection step less) no longer reaches the target
+    looser, _ = load_pretrained(tiny4)
+    prune_model(looser, proc, PruneConfig(heads=ratio - 0.01, ffn=ratio - 0.01, cnn=0.25, scope=scope))
+    assert model_gflops(looser) > 0.6 * full
+    with pytest.raises(ValueError, match="out of reach by width pruning"):
+        prune_model(looser, proc, PruneConfig(target_gflops_ratio=0.01, cnn=0.0))
+
+
 def test_config_round_trip():
     cfg = PruneConfig(heads=0.5, ffn=0.25, cnn=0.0, scope="global", importance="taylor", num_drop_layers=2,
                       layer_importance="loss", round_to=8, sparsity=0.3, sparsity_scope="layer",
@@ -209,6 +229,8 @@ def test_config_round_trip():
     (dict(drop_layers=(1,), num_drop_layers=1), "not both"),
     (dict(num_drop_layers=1, layer_importance="cosine"), "layer_importance must be one of magnitude, taylor, loss"),
     (dict(), "nothing to prune"),
+    (dict(target_gflops_ratio=0.5, ratio=0.3), "target_gflops_ratio must be in"),
+    (dict(target_gflops_ratio=0.5, heads=0.1, ffn=0.1, cnn=0.1), "leave ratio at 0 and one of"),
 ])
 def test_bad_config_is_a_clear_value_error(kw, message):
     with pytest.raises(ValueError, match=message):

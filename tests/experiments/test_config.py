@@ -26,6 +26,13 @@ def test_default_config_is_valid_and_spans_the_methods():
     assert {s["kind"] for c in trained.candidates for s in c.steps} == {"distill", "prune", "recover"}
     assert all(c.start == "teacher" for c in (*full.candidates, *trained.candidates)
                if any(s["kind"] == "distill" for s in c.steps))  # the input of distill is the teacher
+    # structured.yaml: the learned run and its ablations at one GFLOPs target and one step count
+    structured = {c.name: c for c in load_config("experiments/configs/structured.yaml").candidates}
+    learned, oneshot = structured["learned"].steps[0], structured["oneshot-taylor"].steps
+    assert learned["kind"] == "learned_prune" and oneshot[0]["kind"] == "prune"
+    assert learned["target_gflops_ratio"] == oneshot[0]["target_gflops_ratio"]
+    assert learned["gate_steps"] + learned["distill_steps"] == oneshot[1]["steps"]
+    assert structured["learned-no-hidden"].steps[0]["alpha_hidden"] == 0
 
 
 def test_candidates_can_be_limited_to_cpus_with_a_flag():

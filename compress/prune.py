@@ -117,8 +117,10 @@ class PruneConfig(ConfigBase):
     def layer_criterion(self) -> str:
         return self.layer_importance or self.importance
 
-    def part_ratios(self) -> dict[str, float]:
-        return {p: self.ratio if getattr(self, p) is None else getattr(self, p) for p in PARTS}
+    def part_ratios(self, ratio: float | None = None) -> dict[str, float]:
+        """Each part's fraction; `ratio` overrides the config's for the parts left None (the GFLOPs search)."""
+        r = self.ratio if ratio is None else ratio
+        return {p: r if getattr(self, p) is None else getattr(self, p) for p in PARTS}
 
     WHAT = "prune"
 
@@ -430,14 +432,11 @@ def _ratios_for_target(model, cfg: PruneConfig, target_gflops: float, iterations
     counted rather than a formula). Taylor scores come along as the copies' gradients."""
     import copy
 
-    def ratios_at(r: float) -> dict[str, float]:
-        return {p: (r if getattr(cfg, p) is None else getattr(cfg, p)) for p in PARTS}
-
     def trial(r: float) -> float:
         twin = copy.deepcopy(model)
         for a, b in zip(model.parameters(), twin.parameters()):
             b.grad = None if a.grad is None else a.grad.clone()
-        _prune_width(twin, ratios_at(r), cfg)
+        _prune_width(twin, cfg.part_ratios(r), cfg)
         return model_gflops(twin)
 
     lo, hi = 0.0, 0.99
@@ -447,7 +446,7 @@ def _ratios_for_target(model, cfg: PruneConfig, target_gflops: float, iterations
     for _ in range(iterations):
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if trial(mid) <= target_gflops else (mid, hi)
-    return ratios_at(hi), {"target_gflops": round(target_gflops, 4), "ratio": hi, "trials": iterations + 1}
+    return cfg.part_ratios(hi), {"target_gflops": round(target_gflops, 4), "ratio": hi, "trials": iterations + 1}
 
 
 # ----------------------------------------------------------------------------------- unstructured

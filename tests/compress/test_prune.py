@@ -204,7 +204,7 @@ def test_gflops_target_finds_the_smallest_uniform_ratio_that_reaches_it(tiny4, s
     assert report["gflops_before"] == pytest.approx(full, abs=1e-4)
     assert report["gflops_after"] == pytest.approx(model_gflops(model), abs=1e-4)
     assert model_gflops(model) <= 0.6 * full
-    # a slightly smaller ratio (one bisection step less) no longer reaches the target
+    # a ratio 0.01 smaller no longer reaches the target
     looser, _ = load_pretrained(tiny4)
     prune_model(looser, proc, PruneConfig(heads=ratio - 0.01, ffn=ratio - 0.01, cnn=0.25, scope=scope))
     assert model_gflops(looser) > 0.6 * full

@@ -19,13 +19,15 @@ INIT=${INIT:-models/teacher-large-s}
 SEED=${SEED:-7}
 LR=${LR:-3e-4}
 AUGMENT=${AUGMENT:-}
+FREEZE=${FREEZE---freeze-feature-encoder}  # FREEZE= (empty) trains the CNN too
+EXTRA=${EXTRA:-}                          # more train options, e.g. "--oversample kind=stream:3"
 
 w2vc data synth --out "$CORPUS" --hours 16 --seed 0  # returns at once when the corpus is complete
 
-# shellcheck disable=SC2086  # AUGMENT is a list of options
+# shellcheck disable=SC2086  # AUGMENT, FREEZE and EXTRA are lists of options
 torchrun --nproc_per_node "$NPROC" -m w2vc.cli train --arch "$ARCH" --init-from "$INIT" \
     --data "$CORPUS" --out "$RUN" --lr "$LR" --warmup 300 --eval-every 500 --seed "$SEED" \
-    --batch-seconds 15 --steps "$STEPS" --dropout 0 --freeze-feature-encoder --resume $AUGMENT
+    --batch-seconds 15 --steps "$STEPS" --dropout 0 $FREEZE --resume $AUGMENT $EXTRA
 
 # the figures: clean + 10 dB test, Flite (test_unseen_synth), long recordings at 10 s chunks
 w2vc eval --model "$RUN/best" --data "$CORPUS" --noisy --long --chunk-seconds 10

@@ -233,6 +233,32 @@ def test_pad_adds_silence_around_the_speech_and_the_noise_fills_it():
     assert np.abs(y[: SR // 2]).mean() > 1e-4  # the padding carries the noise floor
 
 
+def test_post_gain_moves_normalised_train_rows_off_unit_variance_as_chunked_windows_do(tmp_path):
+    """The trainer's batches: rows normalised per utterance, then (p_post_gain) scaled, padding left at 0."""
+    from w2vc.data.stream import BatchDataset, PackedLabels
+
+    paths = []
+    for k, n in enumerate((SR, 2 * SR)):
+        paths.append(str(tmp_path / f"{k}.flac"))
+        sf.write(paths[-1], 0.3 * _voiced()[:n], SR)
+    labels = PackedLabels([[5, 6], [7]])
+    members = [(q, q % 2) for q in range(12)]
+
+    def row_stds(aug):
+        b = BatchDataset(paths, labels, seed=3, aug=aug, pool=[])[(0, 0, members)]
+        v, m = b["values"].numpy(), b["mask"].numpy().astype(bool)
+        assert not v[~m].any()  # padding stays silent
+        return np.array([v[i, m[i]].std() for i in range(len(v))])
+
+    off = AugmentConfig.off()
+    assert np.allclose(row_stds(off), 1.0, atol=1e-3)
+    on = AugmentConfig.from_dict({**off.to_dict(), "p_post_gain": 1.0, "post_gain_db_range": [-10.0, 8.0]})
+    stds = row_stds(on)
+    assert np.all((stds >= 10 ** (-10 / 20) - 1e-3) & (stds <= 10 ** (8 / 20) + 1e-3))
+    assert len(np.unique(stds.round(3))) > 6  # a fresh level per row
+    assert np.array_equal(stds, row_stds(on))  # deterministic for the seed
+
+
 def _augment_v2(x, rng, cfg, babble_pool):
     """augment() as it was before reverb, codecs and VTLP (copied from w2vc/data/augment.py, corpus v2)."""
     import soxr

@@ -44,6 +44,12 @@ class AugmentConfig(ConfigBase):
             inference hands the model windows that are mostly pause: 3.5 s of silence on each side took the
             v2-1 teacher from 5.5 % to 17.6 % WER (60 test utterances, 2026-12-02). Off by default (the
             committed models' runs draw nothing for it).
+        p_post_gain: probability of a level change *after* the per-utterance normalisation (post_gain_db_range),
+            applied by `post_normalize_gain` to the padded batch. Why: a chunked long recording is normalised
+            per window, so the speech in it sits above or below unit variance (pauses raise it, quieter
+            utterances lower it), while a normalised single utterance is always at unit variance. The
+            layer-norm CNN (conv bias, frozen since v1) is not level-invariant: the v2-1 teacher went from 5.45 %
+            to 99.8 % WER at x0.1 and 19 % at x2 inside silence (60 test utterances, 2026-12-03). Off by default.
     """
 
     p_speed: float = 0.6
@@ -61,6 +67,8 @@ class AugmentConfig(ConfigBase):
     codec_kinds: tuple[str, ...] = CODEC_KINDS
     p_pad: float = 0.0
     pad_seconds_range: tuple[float, float] = (0.0, 4.0)
+    p_post_gain: float = 0.0
+    post_gain_db_range: tuple[float, float] = (-10.0, 8.0)
 
     WHAT = "augment"
 
@@ -74,7 +82,7 @@ class AugmentConfig(ConfigBase):
     def off(cls) -> AugmentConfig:
         """No augmentation at all (every probability 0, no gain change)."""
         return cls(p_speed=0, p_bandlimit=0, p_noise=0, gain_db_range=(0.0, 0.0), p_vtlp=0, p_reverb=0,
-                   p_codec=0, p_pad=0)
+                   p_codec=0, p_pad=0, p_post_gain=0)
 
 
 def bandlimit(x: np.ndarray, low_hz: float, high_hz: float) -> np.ndarray:
@@ -216,3 +224,15 @@ def augment(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
     if cfg.p_codec > 0 and rng.random() < cfg.p_codec:
         x = codec(x, cfg.codec_kinds[int(rng.integers(len(cfg.codec_kinds)))], rng)
     return np.clip(x, -1, 1).astype(np.float32)
+
+
+def post_normalize_gain(values: np.ndarray, lengths: Sequence[int], rngs: Sequence[np.random.Generator],
+                        cfg: AugmentConfig) -> np.ndarray:
+    """Scale each normalised row of a padded batch (`values[i, :lengths[i]]`) by a level drawn from
+    post_gain_db_range with probability p_post_gain; rows keep their zero padding. Draws nothing when off."""
+    if cfg.p_post_gain <= 0:
+        return values
+    for i, (n, rng) in enumerate(zip(lengths, rngs)):
+        if rng.random() < cfg.p_post_gain:
+            values[i, :n] *= np.float32(10 ** (rng.uniform(*cfg.post_gain_db_range) / 20))
+    return values

@@ -25,7 +25,7 @@ import torch
 
 from w2vc.core.runnable import pad_batch
 from w2vc.data.audio import SAMPLE_RATE, load_audio
-from w2vc.data.augment import AugmentConfig, augment
+from w2vc.data.augment import AugmentConfig, augment, post_normalize_gain
 from w2vc.data.datasets import DatasetError, iter_utterances, manifest_column
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,8 @@ class BatchDataset(torch.utils.data.Dataset):
         audio = [augment(decode(self.paths[i]), np.random.default_rng([self.seed, epoch, q]), self.aug, self.pool)
                  for q, i in members]
         values, mask = pad_batch(audio)
+        post_normalize_gain(values, [len(a) for a in audio],
+                            [np.random.default_rng([self.seed, epoch, q, 1]) for q, _ in members], self.aug)
         lab = [self.labels[i] for _, i in members]
         labels = torch.full((len(lab), max(map(len, lab))), -100, dtype=torch.long)
         for r, seq in enumerate(lab):

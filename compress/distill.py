@@ -81,7 +81,7 @@ class DistillConfig(ConfigBase):
             raise ValueError("temperature must be > 0 and loss weights >= 0")
         if self.alpha_ctc + self.alpha_kd + self.alpha_hidden == 0:
             raise ValueError("at least one loss weight must be > 0")
-        if self.alpha_hidden > 0 and not self.hidden_layer_map:
+        if self.alpha_hidden > 0 and not self.hidden_layer_map and self.WHAT != "recover":
             raise ValueError("alpha_hidden > 0 needs hidden_layer_map, e.g. ((2, 4), (4, 8))")
 
     WHAT = "distill"
@@ -94,7 +94,9 @@ class DistillConfig(ConfigBase):
 @dataclass(frozen=True, kw_only=True)
 class RecoverConfig(DistillConfig):
     """Distillation-based recovery of the chain's current model (the student) from the chain's root (the
-    teacher); `init` is always "checkpoint" and `student` the current model, so YAML sets neither."""
+    teacher); `init` is always "checkpoint" and `student` the current model, so YAML sets neither. With
+    alpha_hidden > 0 and no hidden_layer_map, the map is the one the current model's learned cut recorded
+    (its layers renumbered after the dropped ones), so a recipe need not restate which layers survived."""
 
     WHAT = "recover"
     init: str = "checkpoint"
@@ -258,4 +260,10 @@ def recover(artifact: Artifact, cfg: RecoverConfig, out_dir: str | Path, ctx: St
 
     artifact.require(STUDENT_KINDS, "recover", "recover its fp32 parent, then quantize")
     root = ctx.root if ctx and ctx.root is not None else artifact
+    if cfg.alpha_hidden > 0 and not cfg.hidden_layer_map:
+        cut = artifact.provenance.get("report", {}).get("gated", {}).get("hidden_layer_map_after")
+        if not cut:
+            raise ValueError(f"recover with alpha_hidden > 0 needs hidden_layer_map: {artifact.path} is no learned "
+                             "cut that recorded one")
+        cfg = replace(cfg, hidden_layer_map=tuple(map(tuple, cut)))
     return distill(root, replace(cfg, student=str(artifact.path)), out_dir, ctx, parent=artifact, step="recover")

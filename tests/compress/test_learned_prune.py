@@ -86,6 +86,20 @@ def test_output_loads_runs_and_keeps_its_lineage(run, teacher, tiny_corpus):
     assert hyps and len(hyps) == len(dev.audio) and all(isinstance(h, str) for h in hyps)
 
 
+def test_recover_after_the_cut_takes_its_hidden_map_from_the_cut(run, teacher, tiny_corpus, tmp_path):
+    from w2vc.compress.distill import RecoverConfig, recover
+
+    art, _, _ = run
+    cfg = RecoverConfig(data=str(tiny_corpus), steps=2, lr=1e-4, warmup_steps=1, batch_seconds=4, eval_every=2,
+                        alpha_hidden=1.0, bf16=False, device="cpu", augment=AugmentConfig.off())
+    ctx = StepContext(root=Artifact.open(teacher), progress=False)
+    out = recover(art, cfg, tmp_path / "rec", ctx)
+    want = [list(p) for p in art.provenance["report"]["gated"]["hidden_layer_map_after"]]
+    assert [list(p) for p in out.provenance["params"]["hidden_layer_map"]] == want
+    with pytest.raises(ValueError, match="no learned cut"):  # a model that recorded no cut needs the map given
+        recover(Artifact.open(teacher), cfg, tmp_path / "rec2", ctx)
+
+
 def test_rerun_returns_the_finished_artifact(run, teacher, tiny_corpus):
     art, out, _ = run
     again = learned_prune(Artifact.open(teacher), _cfg(tiny_corpus), out, StepContext(progress=False))

@@ -259,6 +259,17 @@ def test_post_gain_moves_normalised_train_rows_off_unit_variance_as_chunked_wind
     assert np.array_equal(stds, row_stds(on))  # deterministic for the seed
 
 
+def test_post_gain_off_keeps_the_config_record_and_so_the_cached_step_keys():
+    from w2vc.compress.distill import DistillConfig
+
+    off = AugmentConfig()
+    assert not {"p_post_gain", "post_gain_db_range"} & set(off.to_dict())  # as recorded before the option
+    assert not {"p_post_gain", "post_gain_db_range"} & set(DistillConfig(augment=off).to_dict()["augment"])
+    on = AugmentConfig(p_post_gain=0.5)
+    assert on.to_dict()["p_post_gain"] == 0.5 and list(on.to_dict()["post_gain_db_range"]) == [-10.0, 8.0]
+    assert AugmentConfig.from_dict(on.to_dict()) == on and AugmentConfig.from_dict(off.to_dict()) == off
+
+
 def _augment_v2(x, rng, cfg, babble_pool):
     """augment() as it was before reverb, codecs and VTLP (copied from w2vc/data/augment.py, corpus v2)."""
     import soxr

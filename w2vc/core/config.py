@@ -1,9 +1,10 @@
 """One base for every typed config: `from_dict` with unknown-key errors that name the known keys, lists from
-YAML/JSON coerced to the declared tuples, nested configs built from mappings; `to_dict` is `asdict`.
+YAML/JSON coerced to the declared tuples, nested configs built from mappings; `to_dict` is `asdict` less the later fields that are switched off.
 """
 
 from __future__ import annotations
 
+import copy
 import types
 import typing
 from dataclasses import asdict, fields, is_dataclass
@@ -49,6 +50,10 @@ class ConfigBase:
     """Mixin for frozen dataclass configs. `WHAT` names the config in errors (e.g. "prune")."""
 
     WHAT: typing.ClassVar[str] = ""
+    # Fields added after results were cached under this config's step keys (w2vc.core.artifact.step_key):
+    # field -> the field that switches it on. While the switch is 0/False/empty, to_dict leaves the field out,
+    # so a config with the newer option off keeps the key, and the cached outputs, it had before.
+    LATER_FIELDS: typing.ClassVar[dict[str, str]] = {}
 
     @classmethod
     def what(cls) -> str:
@@ -67,4 +72,11 @@ class ConfigBase:
         return ()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = {}
+        for f in fields(self):
+            switch = self.LATER_FIELDS.get(f.name)
+            if switch and not getattr(self, switch):
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = v.to_dict() if isinstance(v, ConfigBase) else asdict(v) if is_dataclass(v) else copy.deepcopy(v)
+        return out

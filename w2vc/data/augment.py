@@ -71,6 +71,7 @@ class AugmentConfig(ConfigBase):
     post_gain_db_range: tuple[float, float] = (-10.0, 8.0)
 
     WHAT = "augment"
+    LATER_FIELDS = {"p_post_gain": "p_post_gain", "post_gain_db_range": "p_post_gain"}
 
     def __post_init__(self):
         bad = sorted(set(self.codec_kinds) - set(CODEC_KINDS))

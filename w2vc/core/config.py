@@ -1,5 +1,6 @@
 """One base for every typed config: `from_dict` with unknown-key errors that name the known keys, lists from
-YAML/JSON coerced to the declared tuples, nested configs built from mappings; `to_dict` is `asdict` less the later fields that are switched off.
+YAML/JSON coerced to the declared tuples, nested configs built from mappings; `to_dict` is `asdict` less the later fields that are switched off
+(`LATER_FIELDS`).
 """
 
 from __future__ import annotations

@@ -25,8 +25,7 @@ import numpy as np
 
 from w2vc.core.runnable import Transcriber, normalize_audio
 from w2vc.core.wer import word_error_rate
-
-SR = 16000
+from w2vc.data.audio import SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class Condition:
     normalize_whole: bool = True  # with padding: normalise speech + silence together (else the speech alone)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        pad = np.zeros(int(round(self.pad_seconds * SR)), np.float32)
+        pad = np.zeros(int(round(self.pad_seconds * SAMPLE_RATE)), np.float32)
         if self.normalize_whole:
             y = normalize_audio(np.concatenate([pad, x, pad]))
         else:

@@ -227,13 +227,15 @@ def augment(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
     return np.clip(x, -1, 1).astype(np.float32)
 
 
-def post_normalize_gain(values: np.ndarray, lengths: Sequence[int], rngs: Sequence[np.random.Generator],
+def post_normalize_gain(values: np.ndarray, lengths: Sequence[int], seeds: Sequence[Sequence[int]],
                         cfg: AugmentConfig) -> np.ndarray:
     """Scale each normalised row of a padded batch (`values[i, :lengths[i]]`) by a level drawn from
-    post_gain_db_range with probability p_post_gain; rows keep their zero padding. Draws nothing when off."""
+    post_gain_db_range with probability p_post_gain, row i from a Generator seeded by seeds[i]; rows keep
+    their zero padding. When off it builds and draws nothing."""
     if cfg.p_post_gain <= 0:
         return values
-    for i, (n, rng) in enumerate(zip(lengths, rngs)):
+    for i, (n, seed) in enumerate(zip(lengths, seeds)):
+        rng = np.random.default_rng(seed)
         if rng.random() < cfg.p_post_gain:
             values[i, :n] *= np.float32(10 ** (rng.uniform(*cfg.post_gain_db_range) / 20))
     return values

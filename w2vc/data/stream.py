@@ -152,7 +152,7 @@ class BatchDataset(torch.utils.data.Dataset):
                  for q, i in members]
         values, mask = pad_batch(audio)
         post_normalize_gain(values, [len(a) for a in audio],
-                            [np.random.default_rng([self.seed, epoch, q, 1]) for q, _ in members], self.aug)
+                            [[self.seed, epoch, q, 1] for q, _ in members], self.aug)
         lab = [self.labels[i] for _, i in members]
         labels = torch.full((len(lab), max(map(len, lab))), -100, dtype=torch.long)
         for r, seq in enumerate(lab):

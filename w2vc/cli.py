@@ -73,7 +73,7 @@ def cmd_train(a) -> int:
                       init_from=a.init_from, bf16={"auto": None, "on": True, "off": False}[a.bf16],
                       dev_limit=a.dev_limit, threads=a.threads, dropout=a.dropout,
                       freeze_feature_encoder=a.freeze_feature_encoder, oversample=_oversample(a.oversample),
-                      device=a.device, num_workers=a.num_workers, lengths=a.lengths,
+                      device=a.device, num_workers=a.num_workers, lengths=a.lengths, pair_share=a.pair_share,
                       augment=AugmentConfig.from_dict(_options(a.augment, "--augment")) if not a.no_augment
                       else AugmentConfig.off())
     res = train(cfg, resume=a.resume, stop_at_step=a.stop_at_step)
@@ -295,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the CNN feature encoder fixed (warm starts: ~1.6x faster steps here)")
     t.add_argument("--oversample", action="append", default=[], metavar="COLUMN=VALUE:K",
                    help="see train utterances with this manifest value K times an epoch (e.g. synth=festival:2)")
+    t.add_argument("--pair-share", type=float, default=0.0, metavar="P",
+                   help="share of train utterances heard right after another one in the same input (long-form)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     t.add_argument("--stop-at-step", type=int, help="checkpoint and exit at this step (continue with --resume)")
     t.add_argument("--json")

@@ -57,6 +57,7 @@ from w2vc.data.stream import (
     PackedLabels,
     PlanSampler,
     babble_pool,
+    pair_plan,
     scan_split,
     stream,
 )
@@ -86,6 +87,9 @@ class TrainConfig(ConfigBase):
         oversample: {"column=value": k}: train utterances whose manifest column has that value are seen k times
             an epoch, each copy with its own augmentation draw (the errors of a corpus can sit in its smaller part,
             as Festival's do here; changing the corpus instead would change its test split).
+        pair_share: share of epoch positions whose utterance follows another train utterance in one input,
+            after a pause drawn from pair_gap_seconds (`w2vc.data.stream.pair_plan`: utterance starts inside a
+            window, as every chunk of a long recording has them; a fresh pairing each epoch).
     """
 
     arch: str
@@ -115,6 +119,10 @@ class TrainConfig(ConfigBase):
     device: str = "auto"
     num_workers: int = 2
     lengths: str = "header"
+    pair_share: float = 0.0
+    pair_gap_seconds: tuple[float, float] = (0.1, 1.0)
+
+    LATER_FIELDS = {"pair_share": "pair_share", "pair_gap_seconds": "pair_share"}
 
     def __post_init__(self):
         if self.steps <= 0 or self.batch_seconds <= 0 or self.lr <= 0:
@@ -123,6 +131,9 @@ class TrainConfig(ConfigBase):
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, lengths one of "
                              f"{', '.join(LENGTH_SOURCES)}, num_workers >= 0; got {self.device!r}, "
                              f"{self.lengths!r}, {self.num_workers}")
+        if not 0.0 <= self.pair_share <= 1.0 or not 0.0 <= self.pair_gap_seconds[0] <= self.pair_gap_seconds[1]:
+            raise ValueError(f"pair_share must be in [0, 1] and pair_gap_seconds a (low, high) range >= 0, got "
+                             f"{self.pair_share}, {self.pair_gap_seconds}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         for key, k in self.oversample.items():
@@ -370,11 +381,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
         return {"steps": state["step"], "best_dev_score": state["best"], "minutes": state["elapsed"] / 60,
                 "history": state["history"], "best_dir": str(out / "best"), "world": world, **extra}
 
-    def my_batches(epoch: int) -> list[list[tuple[int, int]]]:
-        """This rank's batches of an epoch as (position, utterance) pairs: an oversampled copy is its own
-        position, so it draws its own augmentation."""
-        batches = epoch_batches(lengths, cfg, epoch)
-        return [[(q, items[q]) for q in b] for b in batches[rank::world][: len(batches) // world]]
+    def my_batches(epoch: int) -> list[list[tuple]]:
+        """This rank's batches of an epoch as (position, utterance) pairs, or (position, utterance, partner
+        utterance, gap) where the epoch pairs it: an oversampled copy is its own position, so it draws its own
+        augmentation (and partner)."""
+        partner, gap = pair_plan(len(items), cfg.seed, epoch, cfg.pair_share, cfg.pair_gap_seconds)
+        ep_lengths = [n if partner[q] < 0 else n + int(gap[q]) + lengths[partner[q]] for q, n in enumerate(lengths)]
+        batches = epoch_batches(ep_lengths, cfg, epoch)
+        mine = batches[rank::world][: len(batches) // world]
+        return [[(q, items[q]) if partner[q] < 0 else (q, items[q], items[partner[q]], int(gap[q])) for q in b]
+                for b in mine]
 
     stop = {"flag": False}
 
@@ -393,7 +409,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
     loader = None
     try:
         if state["step"] < cfg.steps:
-            data = BatchDataset(train_idx.paths, labels_all, cfg.seed, cfg.augment, babble)
+            data = BatchDataset(train_idx.paths, labels_all, cfg.seed, cfg.augment, babble,
+                                delimiter=processor.tokenizer.word_delimiter_token_id)
             loader = iter(stream(data, PlanSampler(my_batches, state["epoch"], state["batch"]), cfg.num_workers,
                                  pin_memory=dev.type == "cuda"))
         while state["step"] < cfg.steps:

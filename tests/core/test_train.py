@@ -351,3 +351,41 @@ def test_train_cli_augment_options_fail_in_one_line_before_training(tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert rc == 1 and len(err.splitlines()) == 1 and re.search(expect, err), err
     assert not (tmp_path / "run").exists()
+
+
+def test_pairs_put_another_utterance_in_front_with_both_transcripts(tiny_corpus, tmp_path):
+    """Long-form pairing (issue 19): a share of positions, a fresh partner each epoch, never itself; a paired
+    member is partner audio (at another level), the gap's silence and the utterance, normalised as one input,
+    labelled partner | utterance; off, configs keep their record (and so cached step keys)."""
+    from w2vc.core.models import make_processor
+    from w2vc.core.runnable import normalize_audio
+    from w2vc.data.stream import BatchDataset, PackedLabels, decode, pair_plan, scan_split
+
+    partner, gap = pair_plan(2000, 3, 0, 0.5, (0.1, 1.0))
+    paired = partner >= 0
+    assert 0.45 < paired.mean() < 0.55 and (partner[paired] != np.arange(2000)[paired]).all()
+    assert (gap[paired] >= 1600).all() and (gap[paired] <= 16000).all() and (gap[~paired] == 0).all()
+    again, _ = pair_plan(2000, 3, 0, 0.5, (0.1, 1.0))
+    assert np.array_equal(partner, again) and not np.array_equal(partner, pair_plan(2000, 3, 1, 0.5, (0.1, 1.0))[0])
+    assert (pair_plan(50, 3, 0, 0.0, (0.1, 1.0))[0] == -1).all()
+
+    idx = scan_split(resolve_split(tiny_corpus, "train"))
+    tok = make_processor("layer").tokenizer
+    labels = PackedLabels(tok(t).input_ids for t in idx.texts)
+    ds = BatchDataset(idx.paths, labels, 3, AugmentConfig.off(), [], delimiter=tok.word_delimiter_token_id)
+    b = ds[(0, 0, [(7, 0, 1, 4000), (8, 2)])]
+    first = decode(idx.paths[1]) * np.float32(10 ** (np.random.default_rng([3, 0, 7, 2]).uniform(-6, 6) / 20))
+    want = normalize_audio(np.clip(np.concatenate([first, np.zeros(4000, np.float32), decode(idx.paths[0])]), -1, 1))
+    n = len(want)
+    assert int(b["mask"][0].sum()) == n and np.allclose(b["values"][0, :n].numpy(), want, atol=1e-6)
+    lab0 = b["labels"][0][b["labels"][0] >= 0].tolist()
+    assert tok.decode(lab0, group_tokens=False) == f"{idx.texts[1]} {idx.texts[0]}"
+    assert b["labels"][1][b["labels"][1] >= 0].tolist() == labels[2].tolist()
+
+    assert "pair_share" not in _cfg(tiny_corpus, tmp_path / "a").to_dict()
+    assert _cfg(tiny_corpus, tmp_path / "b", pair_share=0.5).to_dict()["pair_share"] == 0.5
+    with pytest.raises(ValueError, match="pair_share"):
+        _cfg(tiny_corpus, tmp_path / "c", pair_share=1.5)
+    res = train(_cfg(tiny_corpus, tmp_path / "run", steps=4, eval_every=4, pair_share=0.5), progress=False,
+                model_init=_tiny_init())
+    assert res["steps"] == 4

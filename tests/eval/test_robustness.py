@@ -20,6 +20,13 @@ def test_conditions_make_the_inputs_they_name(tiny_corpus):
     z = unit.apply(x)
     assert not z[:pad].any() and np.allclose(z[pad:-pad], normalize_audio(x))
     assert np.allclose(Condition("g", gain_db=-20).apply(x), 0.1 * normalize_audio(x), atol=1e-6)
+    lead = Condition("l", lead_seconds=1.0).apply(x)
+    assert not lead[:16000].any() and np.allclose(lead[16000:], normalize_audio(x))
+    other = load_dataset(tiny_corpus / "manifests" / "test.jsonl", limit=2).audio[1]
+    pair = Condition("o", after_other=True, gap_seconds=0.5).apply(x, other)
+    n = len(other)
+    assert np.allclose(pair[:n], normalize_audio(other)) and not pair[n: n + 8000].any()
+    assert np.allclose(pair[n + 8000:], normalize_audio(x))
 
 
 def test_probe_tells_a_level_invariant_cnn_from_a_level_sensitive_one(tiny_corpus, tiny_group_model,

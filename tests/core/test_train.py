@@ -367,7 +367,7 @@ def test_pairs_put_another_utterance_in_front_with_both_transcripts(tiny_corpus,
     assert (gap[paired] >= 1600).all() and (gap[paired] <= 16000).all() and (gap[~paired] == 0).all()
     again, _ = pair_plan(2000, 3, 0, 0.5, (0.1, 1.0))
     assert np.array_equal(partner, again) and not np.array_equal(partner, pair_plan(2000, 3, 1, 0.5, (0.1, 1.0))[0])
-    assert (pair_plan(50, 3, 0, 0.0, (0.1, 1.0))[0] == -1).all()
+    assert (pair_plan(50, 3, 0, 0.0, (0.1, 1.0))[0] == -1).all() and (pair_plan(1, 3, 0, 1.0, (0.1, 1.0))[0] == -1).all()
 
     idx = scan_split(resolve_split(tiny_corpus, "train"))
     tok = make_processor("layer").tokenizer

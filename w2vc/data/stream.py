@@ -147,7 +147,7 @@ def pair_plan(positions: int, seed: int, epoch: int, share: float,
     Returns (partner position or -1, gap in samples) per position, drawn from (seed, epoch) only."""
     partner = np.full(positions, -1, np.int64)
     gap = np.zeros(positions, np.int64)
-    if share <= 0:
+    if share <= 0 or positions < 2:  # one utterance has no partner
         return partner, gap
     rng = np.random.default_rng([seed, epoch, 29])
     chosen = rng.random(positions) < share

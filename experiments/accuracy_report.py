@@ -140,12 +140,16 @@ def chosen_table(report: dict) -> str:
         lines.append(f"speed pass: {len(sp['tried'])} quantized groups timed kept in float on top of the budget's "
                      f"set ({sp['chosen_ms']:.1f} ms); largest gains "
                      + ", ".join(f"{n} {g:+.2f} ms" for n, g in gains))
-        if sp["faster"]:
-            lines.append(f"  faster in float: {', '.join(sp['faster'])}; together {sp['trial_ms']:.1f} ms against "
-                         f"{sp['before_ms']:.1f} ms, dev WER {100 * sp['trial_wer']:.2f} %: "
-                         + ("kept in float" if sp["accepted"] else "not taken (over budget or not faster)"))
+        for st in sp.get("sets", []):
+            t = f"{st['ms']:.1f} ms" if "ms" in st else "not timed"
+            lines.append(f"  set '{st['why']}' ({', '.join(st['groups'])} in float): dev WER "
+                         f"{100 * st['dev_wer']:.2f} %, {'within' if st['within_budget'] else 'over'} budget, {t}")
+        if "trial_ms" in sp:
+            lines.append(f"  fastest set '{sp['best']}' {sp['trial_ms']:.1f} ms against the budget's set "
+                         f"{sp['before_ms']:.1f} ms ({sp['timing']}): "
+                         + ("kept in float" if sp["accepted"] else "not faster by the margin: the budget's set stands"))
         else:
-            lines.append("  none is faster in float by the margin: the budget's set stands")
+            lines.append("  no set within budget is faster in float: the budget's set stands")
     fc = report.get("final_check")
     if fc:
         lines.append(f"final check ({fc['artifact']}): dev WER {100 * fc['wer']:.2f} %, "

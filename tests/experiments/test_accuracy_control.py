@@ -26,6 +26,7 @@ from w2vc.core.runnable import pad_batch
 from w2vc.data.datasets import load_dataset, resolve_split
 from w2vc.eval.evaluate import evaluate_model, load_eval_data
 from w2vc.experiments.accuracy_control import AccuracyControl, Search, check_final, derive_groups, search
+from w2vc.experiments.accuracy_latency import method_default_groups
 from w2vc.experiments.config import Candidate, parse_config
 from w2vc.experiments.runner import build_candidate
 
@@ -112,7 +113,7 @@ def test_speed_pass_keeps_only_faster_fallbacks_within_budget(onnx_models, tiny_
     """Every group the budget left quantized is timed in float; what is taken must keep the budget and be
     faster as a set, and what is refused leaves the budget's own set."""
     parent, q = onnx_models["layer"], _static(tiny_corpus)
-    zero = AccuracyControl(max_wer_increase=0.0, dev_utterances=DEV, min_speedup=0.0)
+    zero = AccuracyControl(max_wer_increase=0.0, dev_utterances=DEV, min_speedup=0.0, speed_processes=2)
     kl_all = Search(parent, q, zero, tiny_corpus, tmp_path / "work").evaluate(frozenset())["kl"]
     _, rep = search(parent, q, replace(zero, max_kl=kl_all / 3), tiny_corpus, tmp_path / "work")
     sp = rep["speed_pass"]
@@ -120,12 +121,21 @@ def test_speed_pass_keeps_only_faster_fallbacks_within_budget(onnx_models, tiny_
     assert budget_set and sorted(sp["tried"] + budget_set) == sorted(g["name"] for g in rep["groups"])
     assert set(sp["faster"]) <= set(sp["tried"]) and rep["within_budget"]
     assert all(sp["gain_ms"][n] > 0 for n in sp["faster"])
+    # the method's default keep list (lm_head, score products, conv 0) is one of the sets, as its groups
+    assert {"lm_head", "attention_scores", "conv.0"} <= set(method_default_groups(Search(parent, q, zero, tiny_corpus,
+                                                                                     tmp_path / "work")))
+    assert sp["sets"] and all(st["within_budget"] == ("ms" in st) for st in sp["sets"])
+    assert all(set(st["groups"]) <= set(sp["tried"]) for st in sp["sets"])
     if sp["accepted"]:
-        assert sp["trial_ms"] < sp["before_ms"] and set(rep["fallback"]) == set(budget_set) | set(sp["faster"])
+        best = next(st for st in sp["sets"] if st["why"] == sp["best"])
+        assert sp["trial_ms"] == best["ms"] < sp["before_ms"]
+        assert set(rep["fallback"]) == set(budget_set) | set(best["groups"])
     else:
         assert sorted(rep["fallback"]) == sorted(budget_set)
     with pytest.raises(ConfigError, match="min_speedup"):
         AccuracyControl(min_speedup=1.5)
+    with pytest.raises(ConfigError, match="speed_processes"):
+        AccuracyControl(speed_processes=-1)
 
 
 def test_cli_and_memoized_evaluations(onnx_models, tiny_corpus, tmp_path, capsys):

@@ -47,6 +47,10 @@ class DistillConfig(ConfigBase):
         hidden_layer_map: (student layer, teacher layer) pairs of hidden_states indices (0 = CNN output
             after projection); empty disables the hidden loss.
         bf16 / device: mixed precision and device, as TrainConfig's (teacher and student share both).
+        train_only: module-path prefixes of the student whose parameters train (e.g. ("wav2vec2.feature_extractor",
+            "wav2vec2.feature_projection")); the rest stays frozen (the hidden-loss projections always train).
+            Empty trains everything. Why: after a CNN-only cut the transformer is still right for the parent's
+            features, so fitting the cheaper CNN to them first is a small local problem.
     """
 
     student: str = "base-s"
@@ -67,6 +71,9 @@ class DistillConfig(ConfigBase):
     bf16: bool | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     device: str = "auto"
+    train_only: tuple[str, ...] = ()
+
+    LATER_FIELDS = {"train_only": "train_only"}
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -166,6 +173,22 @@ class DistillObjective(CTCObjective):
         return loss, {k: v.detach().item() for k, v in parts.items()}
 
 
+def freeze_except(model, prefixes: tuple[str, ...]) -> int:
+    """Freeze every parameter whose name is not under one of `prefixes` (module paths); returns how many
+    parameters still train. A prefix that names no parameter is a typo: one line naming the known tops."""
+    names = [n for n, _ in model.named_parameters()]
+    for pre in prefixes:
+        if not any(n == pre or n.startswith(pre + ".") for n in names):
+            tops = sorted({".".join(n.split(".")[:2]) for n in names})
+            raise ValueError(f"train_only {pre!r} names no parameter of the student; modules: {', '.join(tops)}")
+    kept = 0
+    for n, p in model.named_parameters():
+        on = any(n == pre or n.startswith(pre + ".") for pre in prefixes)
+        p.requires_grad_(on)
+        kept += p.numel() if on else 0
+    return kept
+
+
 def student_from_teacher_layers(teacher, processor, layers: tuple[int, ...]):
     """DistilHuBERT-style init: the teacher itself (CNN, projection, positional conv) with fewer layers."""
     n = len(teacher.wav2vec2.encoder.layers)
@@ -218,6 +241,8 @@ def distill(teacher: Artifact, cfg: DistillConfig, out_dir: str | Path, ctx: Ste
             raise ValueError("student and teacher vocabularies differ; distillation needs the same characters")
         if tuple(model.config.conv_stride) != tuple(t_model.config.conv_stride):
             raise ValueError("student and teacher frame rates differ (conv_stride); frames would not align")
+        if cfg.train_only:
+            freeze_except(model, cfg.train_only)
         return model, proc
 
     tcfg = TrainConfig(arch=cfg.student if cfg.init != "teacher_layers" else str(teacher.path), data=cfg.data,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -72,3 +74,28 @@ def test_bad_configs_are_refused(bad):
 def test_config_round_trip():
     cfg = DistillConfig(init="teacher_layers", teacher_layers=(0, 3), hidden_layer_map=((1, 2),), alpha_hidden=0.5)
     assert DistillConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_train_only_moves_the_named_modules_and_nothing_else(tiny_corpus, tiny_layer_model, tmp_path):
+    """A CNN-only recovery (train_only: feature encoder + projection, hidden loss on the CNN output): those
+    weights move towards the teacher, every transformer and lm_head weight stays bit-identical."""
+    from w2vc.compress.prune import PruneConfig, prune
+
+    cut = prune(Artifact.open(tiny_layer_model), PruneConfig(heads=0.0, ffn=0.0, cnn=0.5), tmp_path / "cut")
+    only = ("wav2vec2.feature_extractor", "wav2vec2.feature_projection")
+    cfg = DistillConfig(student=str(cut.path), init="checkpoint", data=str(tiny_corpus), steps=6, lr=3e-3,
+                        warmup_steps=1, batch_seconds=8, eval_every=6, alpha_ctc=0.0, alpha_kd=1.0, alpha_hidden=1.0,
+                        hidden_layer_map=((0, 0),), bf16=False, augment=NO_AUG, train_only=only)
+    out = distill(Artifact.open(tiny_layer_model), cfg, tmp_path / "d", StepContext(progress=False))
+    before, _ = load_pretrained(cut.path)
+    after, _ = load_pretrained(out.path)
+    b, a = dict(before.named_parameters()), dict(after.named_parameters())
+    moved = {n for n in b if not torch.equal(b[n], a[n])}
+    assert moved and all(n.startswith(only) for n in moved), sorted(moved)[:5]
+    assert any(n.startswith("wav2vec2.feature_extractor") for n in moved)
+    assert tuple(out.provenance["params"]["train_only"]) == only
+    # off, the option stays out of the config record (cached step keys of older configs keep)
+    assert "train_only" not in DistillConfig().to_dict()
+    with pytest.raises(ValueError, match="names no parameter"):
+        distill(Artifact.open(tiny_layer_model), replace(cfg, train_only=("wav2vec2.cnn",)), tmp_path / "bad",
+                StepContext(progress=False))

@@ -33,6 +33,11 @@ def test_default_config_is_valid_and_spans_the_methods():
     assert learned["target_gflops_ratio"] == oneshot[0]["target_gflops_ratio"]
     assert learned["gate_steps"] + learned["distill_steps"] == oneshot[1]["steps"]
     assert structured["learned-no-hidden"].steps[0]["alpha_hidden"] == 0
+    # cnn-lever.yaml: the CNN-only fit and the ordinary recovery differ in train_only alone
+    lever = {c.name: c for c in load_config("experiments/configs/cnn-lever.yaml").candidates}
+    fit, rec = lever["cnn50-fit"].steps, lever["cnn50-recover"].steps
+    assert fit[0] == rec[0] == lever["cnn50-cut"].steps[0] and fit[0]["cnn"] > 0 == fit[0]["heads"]
+    assert {k: v for k, v in fit[1].items() if k != "train_only"} == rec[1] and fit[1]["train_only"]
 
 
 def test_candidates_can_be_limited_to_cpus_with_a_flag():

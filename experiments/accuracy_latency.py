@@ -68,11 +68,11 @@ def speed_pass(search, keep: frozenset, ok) -> dict:
     Each is first timed alone in float (quick, in-process). Then up to four sets are tried, each only if its
     dev figures stay within budget: the groups faster alone by `min_speedup`; every group faster alone at all
     (gains too small to see one by one can add up); the groups of the method's default keep list (the Q/DQ
-    around the attention-score products and lm_head cost more than their int8 kernels save on some models:
-    the in-process timing saw < 1 % for each, fresh processes 3-5 % for both), and the first with the third.
-    The sets and the budget's own
-    are timed together, in `speed_processes` fresh processes each as `w2vc bench` does (in-process if 0), and
-    the fastest set is taken if it beats the budget's set by `min_speedup`."""
+    around the attention-score products and lm_head can cost more than their int8 kernels save: in-process
+    timing saw < 1 % for each where fresh processes saw 3-5 % for both, on an AVX2 machine); the first and
+    the third together. The sets and the budget's own are timed together, in `speed_processes` fresh
+    processes each as `w2vc bench` does (in-process if 0), and the fastest set is taken if it beats the
+    budget's set by `min_speedup`."""
     c = search.control
     rest = [g.name for g in search.groups if g.name not in keep]
     if not rest:

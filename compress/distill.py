@@ -49,8 +49,8 @@ class DistillConfig(ConfigBase):
         bf16 / device: mixed precision and device, as TrainConfig's (teacher and student share both).
         train_only: module-path prefixes of the student whose parameters train (e.g. ("wav2vec2.feature_extractor",
             "wav2vec2.feature_projection")); the rest stays frozen (the hidden-loss projections always train).
-            Empty trains everything. Why: after a CNN-only cut the transformer is still right for the parent's
-            features, so fitting the cheaper CNN to them first is a small local problem.
+            Empty trains everything. Why: after a CNN-only cut the transformer is unchanged, so fitting only the
+            cheaper CNN to the parent may be the smaller problem; compress/README.md ("the CNN lever") measures it.
     """
 
     student: str = "base-s"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from w2vc.experiments.accuracy_report import time_graphs
@@ -55,9 +56,9 @@ def timed(search, states: dict, slot: str, runs: int = 20, processes: int = 0) -
 def method_default_groups(search) -> list[str]:
     """The groups the method's measured default keep list (DEFAULT_KEEP_FP32) names: every node of the group
     matches one of its patterns."""
-    from w2vc.compress.quantize import DEFAULT_KEEP_FP32, matches, module_path
+    from w2vc.compress.quantize import matches, module_path
 
-    pats = DEFAULT_KEEP_FP32.get(search.qcfg.method, ("lm_head",))
+    pats = replace(search.qcfg, keep_fp32=None).keep_fp32  # QuantizeConfig resolves None to the default
     return [g.name for g in search.groups
             if all(any(matches(n, module_path(n), p) for p in pats) for n in g.nodes)]
 

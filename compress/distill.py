@@ -173,20 +173,19 @@ class DistillObjective(CTCObjective):
         return loss, {k: v.detach().item() for k, v in parts.items()}
 
 
-def freeze_except(model, prefixes: tuple[str, ...]) -> int:
-    """Freeze every parameter whose name is not under one of `prefixes` (module paths); returns how many
-    parameters still train. A prefix that names no parameter is a typo: one line naming the known tops."""
-    names = [n for n, _ in model.named_parameters()]
+def freeze_except(model, prefixes: tuple[str, ...]) -> None:
+    """Freeze every parameter whose name is not under one of `prefixes` (module paths). A prefix that names
+    no parameter is a typo: one line naming the known tops."""
+    def under(name: str, pre: str) -> bool:
+        return name == pre or name.startswith(pre + ".")
+
+    named = list(model.named_parameters())
     for pre in prefixes:
-        if not any(n == pre or n.startswith(pre + ".") for n in names):
-            tops = sorted({".".join(n.split(".")[:2]) for n in names})
+        if not any(under(n, pre) for n, _ in named):
+            tops = sorted({".".join(n.split(".")[:2]) for n, _ in named})
             raise ValueError(f"train_only {pre!r} names no parameter of the student; modules: {', '.join(tops)}")
-    kept = 0
-    for n, p in model.named_parameters():
-        on = any(n == pre or n.startswith(pre + ".") for pre in prefixes)
-        p.requires_grad_(on)
-        kept += p.numel() if on else 0
-    return kept
+    for n, p in named:
+        p.requires_grad_(any(under(n, pre) for pre in prefixes))
 
 
 def student_from_teacher_layers(teacher, processor, layers: tuple[int, ...]):

@@ -75,7 +75,7 @@ class AccuracyControl(ConfigBase):
             Base-style student the Q/DQ around the attention-score products and lm_head cost more than
             their int8 kernels save (hand-picked set with them in float: 22.6 ms against 23.7 ms without).
             The candidate sets are judged in `speed_processes` fresh processes each (`w2vc bench`'s way;
-            0 = in-process): in-process timing saw < 1 % where fresh processes saw 3-5 %.
+            0 = in-process): in-process timing saw < 1 % where fresh processes saw 3-5 % (AVX2 machine).
     """
 
     WHAT = "accuracy_control"

@@ -77,8 +77,9 @@ def test_config_round_trip():
 
 
 def test_train_only_moves_the_named_modules_and_nothing_else(tiny_corpus, tiny_layer_model, tmp_path):
-    """A CNN-only recovery (train_only: feature encoder + projection, hidden loss on the CNN output): those
-    weights move towards the teacher, every transformer and lm_head weight stays bit-identical."""
+    """A CNN-only recovery (train_only: feature encoder + projection, hidden loss on the CNN output): only
+    those weights change (the feature encoder's among them), every transformer and lm_head weight stays
+    bit-identical; a prefix naming nothing is refused."""
     from w2vc.compress.prune import PruneConfig, prune
 
     cut = prune(Artifact.open(tiny_layer_model), PruneConfig(heads=0.0, ffn=0.0, cnn=0.5), tmp_path / "cut")

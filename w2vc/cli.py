@@ -183,9 +183,15 @@ def cmd_whatif(a) -> int:
     from w2vc.eval.cost import parse_seconds
     from w2vc.experiments.whatif import whatif
 
+    if not a.recipe and not a.shape_of:
+        raise SystemExit("error: whatif needs --recipe, --shape-of, or both")
     res = whatif(a.arch, a.recipe, seconds=parse_seconds(a.seconds), threads=a.threads, repeats=a.repeats,
-                 data=a.data, processes=a.processes)
-    print(f"COST-ONLY (random weights, true {a.arch} shape; no WER): {a.recipe}")
+                 data=a.data, processes=a.processes, shape_of=a.shape_of, shape_from=a.shape_from)
+    print(f"COST-ONLY (random weights, true {a.arch} shape; no WER): {a.recipe or '(no recipe)'}")
+    if res["shapes"]:
+        s = res["shapes"]
+        print(f"shape of {a.shape_of} at its ratios: {s['num_hidden_layers']} layers, heads {s['num_heads']}, "
+              f"FFN {s['intermediate_size']}, conv {s['conv_dim']}")
     for n in res["notes"]:
         print(f"note: {n}")
     print(res["table"])
@@ -389,7 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     wi = sub.add_parser("whatif", help="cost of a recipe on the true Base/Large shape (random weights, cost-only)")
     wi.add_argument("--arch", required=True, choices=["base", "large", "base-s", "large-s"])
-    wi.add_argument("--recipe", required=True, help='e.g. "prune(heads=.5,ffn=.5)->quantize(int8)"')
+    wi.add_argument("--recipe", default="", help='e.g. "prune(heads=.5,ffn=.5)->quantize(int8)" (required '
+                    'without --shape-of)')
+    wi.add_argument("--shape-of", help="a structurally pruned model (learned or one-shot): cut the true shape at "
+                    "its per-layer ratios instead of a prune step")
+    wi.add_argument("--shape-from", help="the unpruned model --shape-of was cut from (default: found in its "
+                    "provenance)")
     wi.add_argument("--seconds", default="3")
     wi.add_argument("--threads", type=int)
     wi.add_argument("--repeats", type=int, default=10)

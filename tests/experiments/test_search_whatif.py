@@ -263,3 +263,40 @@ def test_expand_recipe_validates_every_step_before_any_model_is_built(recipe, ex
 
     with pytest.raises(ValueError, match=expect):
         expand_recipe(recipe)
+
+
+def test_whatif_shape_of_costs_a_pruned_models_cut_on_the_true_shape(tmp_path, tiny_layer_model):
+    """`--shape-of` takes a real pruned model's per-layer cut (found against its unpruned parent through the
+    provenance) to base-s at the same ratios, and the recipe runs on that shape."""
+    from w2vc.compress.prune import PruneConfig, prune
+    from w2vc.core.artifact import Artifact
+    from w2vc.core.models import get_preset
+    from w2vc.core.shapes import transfer_shapes
+    from w2vc.experiments.whatif import cut_shapes
+
+    pruned = prune(Artifact.open(tiny_layer_model), PruneConfig(heads=0.5, ffn=0.25, cnn=0.25, drop_layers=(1,)),
+                   tmp_path / "pruned")
+    before, after, original = cut_shapes(pruned.path)
+    assert original == Path(tiny_layer_model)
+    assert (before["num_hidden_layers"], after["num_hidden_layers"]) == (2, 1)
+    assert after["num_heads"] == [1] and after["intermediate_size"] == [48] and after["conv_dim"] == [12] * 7
+    base_s = transfer_shapes(before, after, get_preset("base-s").wav2vec2_config())  # 4 x 3 heads, FFN 640, 128 ch
+    assert base_s["num_hidden_layers"] == 2 and base_s["num_heads"] == [2, 2]  # half the layers; 1/2 of 3 heads
+    assert base_s["intermediate_size"] == [480, 480] and base_s["conv_dim"] == [96] * 7  # 3/4 of 640 and of 128
+    with pytest.raises(ValueError, match="records no structural cut"):
+        cut_shapes(tiny_layer_model)
+
+    out_json = tmp_path / "whatif.json"
+    p = _w2vc("whatif", "--arch", "base-s", "--shape-of", pruned.path, "--recipe", "quantize(int8)", "--seconds", "1",
+              "--repeats", "3", "--threads", "1", "--processes", "1", "--json", out_json, cwd=tmp_path, env=_env(tmp_path))
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, f"stdout:\n{out}\nstderr:\n{err}"
+    assert "shape of" in out and "2 layers, heads [2, 2], FFN [480, 480], conv [96, 96" in out
+    res = json.loads(out_json.read_text())
+    assert res["shapes"]["num_heads"] == [2, 2]
+    rows = res["results"]
+    assert [r["model"] for r in rows] == ["base-s fp32 (torch)", "base-s shape_of(pruned) fp32 (torch)",
+                                          "base-s shape_of(pruned)->fp32 (onnx)", "base-s shape_of(pruned)->quantize(int8)"]
+    fp32, shaped, onnx, int8 = rows
+    assert shaped["params_m"] < 0.6 * fp32["params_m"] and onnx["params_m"] == pytest.approx(shaped["params_m"], rel=0.02)
+    assert int8["size_mb"] < 0.75 * onnx["size_mb"]

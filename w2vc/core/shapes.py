@@ -47,6 +47,47 @@ def model_shapes(model) -> dict:
             "intermediate_size": [lyr.feed_forward.intermediate_dense.out_features for lyr in layers]}
 
 
+def config_shapes(config) -> dict:
+    """The `model_shapes` entry of a config: its recorded per-layer shapes, or the uniform ones it describes."""
+    if getattr(config, SHAPES_KEY, None):
+        return dict(getattr(config, SHAPES_KEY))
+    n = config.num_hidden_layers
+    return {"version": SHAPES_VERSION, "hidden_size": config.hidden_size, "num_hidden_layers": n,
+            "head_dim": config.hidden_size // config.num_attention_heads, "conv_dim": list(config.conv_dim),
+            "num_heads": [config.num_attention_heads] * n, "intermediate_size": [config.intermediate_size] * n}
+
+
+def transfer_shapes(before: dict, after: dict, config) -> dict:
+    """The cut `before` → `after` (two `model_shapes`) at the same ratios on the unpruned `config` (another
+    size of the family, e.g. the true Base shape), so a recipe learned on a small model can be costed there.
+
+    Conv channels keep their fraction conv by conv; the share of kept layers is kept (rounded, at least one);
+    kept target layer j takes the head and FFN fractions of kept source layer ⌊j · L_after / L_target⌋ (the
+    same relative depth). Fractions are of the source layer's unpruned width; counts round, at least one.
+    """
+    full = config_shapes(config)
+    if len(before["conv_dim"]) != len(after["conv_dim"]) or len(before["conv_dim"]) != len(full["conv_dim"]):
+        raise ValueError(f"conv layer counts differ: cut {len(before['conv_dim'])} → {len(after['conv_dim'])}, "
+                         f"target {len(full['conv_dim'])}: the ratios do not map")
+    if len(set(before["num_heads"])) > 1 or len(set(before["intermediate_size"])) > 1:
+        raise ValueError("the shape before the cut must be an unpruned one (uniform heads and FFN widths)")
+    conv = [max(1, round(a / b * t)) for a, b, t in zip(after["conv_dim"], before["conv_dim"], full["conv_dim"])]
+    n_src, n_tgt = after["num_hidden_layers"], max(1, round(full["num_hidden_layers"] * after["num_hidden_layers"]
+                                                              / before["num_hidden_layers"]))
+    src = [j * n_src // n_tgt for j in range(n_tgt)]
+    heads = [max(1, round(after["num_heads"][i] / before["num_heads"][0] * full["num_heads"][0])) for i in src]
+    ffn = [max(1, round(after["intermediate_size"][i] / before["intermediate_size"][0] * full["intermediate_size"][0]))
+           for i in src]
+    return {**full, "num_hidden_layers": n_tgt, "conv_dim": conv, "num_heads": heads, "intermediate_size": ffn}
+
+
+def apply_shapes(config, shapes: dict):
+    """A randomly initialised model of `config` at `shapes` (its config records them: save → load rebuilds)."""
+    config.conv_dim, config.num_hidden_layers = list(shapes["conv_dim"]), shapes["num_hidden_layers"]
+    setattr(config, SHAPES_KEY, shapes)
+    return build_pruned(config)
+
+
 def record_shapes(model) -> dict:
     """Write the model's actual shapes into its config (call after any surgery, before save_pretrained)."""
     shapes = model_shapes(model)

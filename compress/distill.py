@@ -47,6 +47,9 @@ class DistillConfig(ConfigBase):
         hidden_layer_map: (student layer, teacher layer) pairs of hidden_states indices (0 = CNN output
             after projection); empty disables the hidden loss.
         bf16 / device: mixed precision and device, as TrainConfig's (teacher and student share both).
+        hidden_direct: compare hidden states as they are, without the learned projections (equal hidden sizes
+            only). Why: a cut copy recovered with its later layers frozen (`train_only`) needs the states those
+            layers read back exactly, not up to a linear map.
         train_only: module-path prefixes of the student whose parameters train (e.g. ("wav2vec2.feature_extractor",
             "wav2vec2.feature_projection")); the rest stays frozen (the hidden-loss projections always train).
             Empty trains everything. Why: after a CNN-only cut the transformer is unchanged, so fitting only the
@@ -72,8 +75,9 @@ class DistillConfig(ConfigBase):
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     device: str = "auto"
     train_only: tuple[str, ...] = ()
+    hidden_direct: bool = False
 
-    LATER_FIELDS = {"train_only": "train_only"}
+    LATER_FIELDS = {"train_only": "train_only", "hidden_direct": "hidden_direct"}
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -128,7 +132,11 @@ class DistillObjective(CTCObjective):
         t_hidden = teacher.config.hidden_size
         with torch.random.fork_rng(devices=[]):  # seeded: a run and its interrupted-and-resumed twin start alike
             torch.manual_seed(cfg.seed)
-            self.proj = torch.nn.ModuleList(torch.nn.Linear(student_hidden, t_hidden) for _ in cfg.hidden_layer_map)
+            if cfg.hidden_direct and student_hidden != t_hidden:
+                raise ValueError(f"hidden_direct needs equal hidden sizes, got student {student_hidden}, "
+                                 f"teacher {t_hidden}")
+            layer = torch.nn.Identity if cfg.hidden_direct else lambda: torch.nn.Linear(student_hidden, t_hidden)
+            self.proj = torch.nn.ModuleList(layer() for _ in cfg.hidden_layer_map)
 
     def prepare(self, dev: DevicePlan) -> None:
         """The frozen teacher is no submodule (not trained, not checkpointed): move it with the student."""

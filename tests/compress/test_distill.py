@@ -100,3 +100,38 @@ def test_train_only_moves_the_named_modules_and_nothing_else(tiny_corpus, tiny_l
     with pytest.raises(ValueError, match="names no parameter"):
         distill(Artifact.open(tiny_layer_model), replace(cfg, train_only=("wav2vec2.cnn",)), tmp_path / "bad",
                 StepContext(progress=False))
+
+
+def _layer0_gap(student_dir, teacher_dir, audio) -> float:
+    s, _ = load_pretrained(student_dir)
+    t, _ = load_pretrained(teacher_dir)
+    values, mask = pad_batch(audio)
+    x, m = torch.from_numpy(values), torch.from_numpy(mask)
+    with torch.no_grad():
+        hs = s.eval()(x, attention_mask=m, output_hidden_states=True).hidden_states[0]
+        ht = t.eval()(x, attention_mask=m, output_hidden_states=True).hidden_states[0]
+    return float((hs - ht).abs().mean())
+
+
+def test_hidden_direct_fits_a_cut_cnn_to_the_states_its_frozen_layers_read(tiny_corpus, tiny_layer_model, tmp_path):
+    """hidden_direct compares the states themselves (no projection to absorb a linear map): a CNN-only fit of a
+    cut copy moves its layer-0 states towards the unpruned model's; unequal hidden sizes are refused."""
+    from w2vc.compress.distill import DistillObjective
+    from w2vc.compress.prune import PruneConfig, prune
+
+    dev = load_dataset(resolve_split(tiny_corpus, "dev"), limit=4)
+    audio = [a[:32000] for a in dev.audio]
+    cut = prune(Artifact.open(tiny_layer_model), PruneConfig(heads=0.0, ffn=0.0, cnn=0.5), tmp_path / "cut")
+    cfg = DistillConfig(student=str(cut.path), init="checkpoint", data=str(tiny_corpus), steps=20, lr=3e-3,
+                        warmup_steps=1, batch_seconds=8, eval_every=20, alpha_ctc=0.0, alpha_kd=0.0, alpha_hidden=1.0,
+                        hidden_layer_map=((0, 0),), bf16=False, augment=NO_AUG, hidden_direct=True,
+                        train_only=("wav2vec2.feature_extractor", "wav2vec2.feature_projection"))
+    before = _layer0_gap(cut.path, tiny_layer_model, audio)
+    out = distill(Artifact.open(tiny_layer_model), cfg, tmp_path / "d", StepContext(progress=False))
+    after = _layer0_gap(out.path, tiny_layer_model, audio)
+    assert after < 0.8 * before, (before, after)
+    assert out.provenance["params"]["hidden_direct"] is True
+    assert "hidden_direct" not in DistillConfig().to_dict()
+    teacher, _ = load_pretrained(tiny_layer_model)
+    with pytest.raises(ValueError, match="equal hidden sizes"):
+        DistillObjective(teacher, cfg, student_hidden=16, use_bf16=False)

@@ -38,6 +38,11 @@ def test_default_config_is_valid_and_spans_the_methods():
     fit, rec = lever["cnn50-fit"].steps, lever["cnn50-recover"].steps
     assert fit[0] == rec[0] == lever["cnn50-cut"].steps[0] and fit[0]["cnn"] > 0 == fit[0]["heads"]
     assert {k: v for k, v in fit[1].items() if k != "train_only"} == rec[1] and fit[1]["train_only"]
+    # cnn-fit.yaml: one CNN-only fit to the layer-0 states, direct, at both cuts
+    cnnfit = {c.name: c for c in load_config("experiments/configs/cnn-fit.yaml").candidates}
+    hid = cnnfit["cnn50-fit-hidden"].steps[1]
+    assert hid["hidden_direct"] and hid["train_only"] and hid["hidden_layer_map"] == [[0, 0]]
+    assert cnnfit["cnn25-fit-hidden"].steps[1] == hid and cnnfit["cnn25-fit-hidden"].steps[0]["cnn"] == 0.25
 
 
 def test_candidates_can_be_limited_to_cpus_with_a_flag():

@@ -26,6 +26,7 @@ from w2vc.core.config import ConfigBase
 from w2vc.core.device import DEVICES, DevicePlan, cpu_has_bf16
 from w2vc.core.load import load_torch
 from w2vc.core.models import PRESETS, new_model
+from w2vc.core.runtime import pos_conv_in_fp32
 from w2vc.core.shapes import SHAPES_KEY, record_shapes
 from w2vc.core.step import StepContext, register
 from w2vc.data.augment import AugmentConfig
@@ -123,7 +124,8 @@ class RecoverConfig(DistillConfig):
 class DistillObjective(CTCObjective):
     def __init__(self, teacher, cfg: DistillConfig, student_hidden: int, use_bf16: bool):
         super().__init__()
-        object.__setattr__(self, "teacher", teacher.eval())  # not a submodule: frozen, not checkpointed
+        # not a submodule: frozen, not checkpointed; its positional conv in fp32 under bf16 autocast
+        object.__setattr__(self, "teacher", pos_conv_in_fp32(teacher.eval()))
         for p in teacher.parameters():
             p.requires_grad_(False)
         self.cfg = cfg

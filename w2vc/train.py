@@ -47,6 +47,7 @@ from w2vc.core.device import DEVICES, DevicePlan, plan, to_cpu
 from w2vc.core.device import cpu_has_bf16 as cpu_has_bf16  # re-exported: callers import it from here
 from w2vc.core.models import PRESETS, load_pretrained, new_model
 from w2vc.core.runnable import TorchTranscriber
+from w2vc.core.runtime import pos_conv_in_fp32
 from w2vc.core.wer import normalize, word_error_rate
 from w2vc.data.augment import AugmentConfig
 from w2vc.data.datasets import load_dataset, manifest_column, resolve_split
@@ -325,7 +326,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, objecti
     if cfg.mask_time_prob > 0 and not hasattr(model.wav2vec2, "masked_spec_embed"):
         # HF only creates the mask embedding when the config asked for masking at construction time
         model.wav2vec2.masked_spec_embed = torch.nn.Parameter(torch.rand(model.config.hidden_size))
-    model.float()
+    pos_conv_in_fp32(model.float())  # bf16 autocast would break the student's grouped conv (see its docstring)
     labels_all = PackedLabels(processor.tokenizer(normalize(t)).input_ids for t in train_idx.texts)
 
     trainee = _Trainee(model, objective or CTCObjective()).to(dev.device)

@@ -92,3 +92,41 @@ def test_cuda_training_checkpoint_resumes_on_cpu(tiny_corpus, tmp_path):
     res = train(_cfg(tiny_corpus, out, device="cpu", bf16=False, steps=8, eval_every=4), resume=True,
                 progress=False, model_init=_tiny_init())
     assert res["steps"] == 8 and torch.isfinite(torch.tensor(res["history"][-1]["loss"]))
+
+
+def test_bf16_runs_keep_the_positional_conv_in_fp32():
+    """With the base-s student's positional conv (192 channels, 16 groups: 12 per group, which torch's CPU bf16
+    grouped conv gets wrong), bf16 autocast through TorchTranscriber, a bf16-weights artifact and a deep copy
+    all give the fp32 logits within bf16 rounding; the wrap is idempotent."""
+    import copy
+
+    import numpy as np
+    from transformers import Wav2Vec2ForCTC
+
+    from tests.conftest import tiny_config
+    from w2vc.core.models import make_processor
+    from w2vc.core.runnable import TorchTranscriber
+    from w2vc.core.runtime import apply_runtime, pos_conv_in_fp32
+
+    torch.manual_seed(0)
+    cfg = tiny_config("group", hidden_size=192, num_attention_heads=3, num_hidden_layers=1,
+                      num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16)
+    model = Wav2Vec2ForCTC(cfg).eval()
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 48000)).astype(np.float32))
+    with torch.no_grad():
+        ref = model(x).logits
+
+    def rel(logits) -> float:
+        return float((torch.as_tensor(logits).float() - ref).norm() / ref.norm())
+
+    tr = TorchTranscriber(copy.deepcopy(model), make_processor("group"), autocast_bf16=True)
+    assert rel(tr.logits(x.numpy(), None)) < 0.05
+    bf16 = apply_runtime(copy.deepcopy(model), {"transform": "bf16"})
+    assert bf16.wav2vec2.encoder.layers[0].attention.q_proj.weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        assert rel(bf16(x.bfloat16()).logits) < 0.05
+    twice = pos_conv_in_fp32(pos_conv_in_fp32(copy.deepcopy(model)))
+    clone = copy.deepcopy(twice)  # the wrap follows the copy, not the original module
+    assert clone.wav2vec2.encoder.pos_conv_embed.forward.__self__ is clone.wav2vec2.encoder.pos_conv_embed
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert rel(clone(x).logits) < 0.05

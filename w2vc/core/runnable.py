@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from w2vc.core.runtime import pos_conv_in_fp32
+
 
 def normalize_audio(x: np.ndarray) -> np.ndarray:
     """Per-utterance zero mean / unit variance, exactly as Wav2Vec2FeatureExtractor(do_normalize=True)."""
@@ -90,7 +92,7 @@ class TorchTranscriber(Transcriber):
 
     def __init__(self, model, processor, autocast_bf16: bool = False):
         super().__init__(processor, model.config.feat_extract_norm == "layer")
-        self.model = model.eval()
+        self.model = pos_conv_in_fp32(model.eval()) if autocast_bf16 else model.eval()
         self.autocast_bf16 = autocast_bf16
 
     @torch.inference_mode()

@@ -395,8 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     wi = sub.add_parser("whatif", help="cost of a recipe on the true Base/Large shape (random weights, cost-only)")
     wi.add_argument("--arch", required=True, choices=["base", "large", "base-s", "large-s"])
-    wi.add_argument("--recipe", default="", help='e.g. "prune(heads=.5,ffn=.5)->quantize(int8)" (required '
-                    'without --shape-of)')
+    wi.add_argument("--recipe", default="", help='e.g. "prune(heads=.5,ffn=.5)->quantize(int8)"; or --shape-of')
     wi.add_argument("--shape-of", help="a structurally pruned model (learned or one-shot): cut the true shape at "
                     "its per-layer ratios instead of a prune step")
     wi.add_argument("--shape-from", help="the unpruned model --shape-of was cut from (default: found in its "

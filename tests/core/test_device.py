@@ -127,6 +127,6 @@ def test_bf16_runs_keep_the_positional_conv_in_fp32():
         assert rel(bf16(x.bfloat16()).logits) < 0.05
     twice = pos_conv_in_fp32(pos_conv_in_fp32(copy.deepcopy(model)))
     clone = copy.deepcopy(twice)  # the wrap follows the copy, not the original module
-    assert clone.wav2vec2.encoder.pos_conv_embed.forward.__self__ is clone.wav2vec2.encoder.pos_conv_embed
+    assert clone.wav2vec2.encoder.pos_conv_embed.conv.forward.__self__ is clone.wav2vec2.encoder.pos_conv_embed.conv
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert rel(clone(x).logits) < 0.05

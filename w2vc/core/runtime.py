@@ -45,24 +45,25 @@ def apply_runtime_dir(model: torch.nn.Module, path: str | os.PathLike) -> torch.
     return apply_runtime(model, read_runtime(path), str(Path(path) / RUNTIME_FILE))
 
 
-def _fp32_pos_conv(self, hidden_states):
-    with torch.autocast(hidden_states.device.type, enabled=False):
-        return type(self).forward(self, hidden_states.float()).to(hidden_states.dtype)
+def _fp32_conv(self, x):
+    with torch.autocast(x.device.type, enabled=False):
+        bias = None if self.bias is None else self.bias.float()
+        return self._conv_forward(x.float(), self.weight.float(), bias).to(x.dtype)
 
 
 def pos_conv_in_fp32(model: torch.nn.Module) -> torch.nn.Module:
-    """Run the positional conv embedding in fp32 under bf16 (autocast or bf16 weights); returns the model.
+    """Run the positional conv embedding's conv in fp32 under bf16 (autocast or bf16 weights); returns the model.
 
     Why: torch 2.13's CPU (oneDNN) bf16 grouped conv1d returns wrong values for 2, 4, 6, 8, 10 or 12 channels
     per group (relative error ~1.0 against 0.003 for 1, 3, 16-48; 128 taps, 2026-12-07, AVX-512/AMX Xeon).
     The base-s student has 12 (192 channels / 16 groups), so under bf16 it read a broken positional
     embedding (WER 13.7 % → 104 % on 40 utterances); Base/Large (48/64) and the teacher (16) are not hit.
-    The conv is ~3 % of the student's FLOPs; the rest of the model keeps bf16. Idempotent; survives deepcopy.
+    The conv is ~6 % of the student's FLOPs at 3 s; the rest keeps bf16. Its weights stay as stored (upcast per
+    call, exact), so a later .to(dtype) of the model keeps it right. Idempotent; survives deepcopy.
     """
     enc = getattr(getattr(model, "wav2vec2", model), "encoder", None)
-    pce = getattr(enc, "pos_conv_embed", None)
-    if pce is None or getattr(pce.forward, "__func__", None) is _fp32_pos_conv:
+    conv = getattr(getattr(enc, "pos_conv_embed", None), "conv", None)
+    if conv is None or getattr(conv.forward, "__func__", None) is _fp32_conv:
         return model
-    pce.float()
-    pce.forward = types.MethodType(_fp32_pos_conv, pce)
+    conv.forward = types.MethodType(_fp32_conv, conv)
     return model

@@ -11,11 +11,10 @@ costed on Base/Large as it was cut.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
-from w2vc.core.artifact import PROVENANCE, finalize
+from w2vc.core.artifact import Artifact, finalize
 from w2vc.core.step import STEPS
 from w2vc.experiments.recipes import StepContext, get_step, parse_chain
 
@@ -40,8 +39,7 @@ def cut_shapes(pruned: str | Path, original: str | Path | None = None) -> tuple[
     if original is None:
         here = pruned
         while original is None:
-            prov = here / PROVENANCE
-            parent = json.loads(prov.read_text()).get("parent") if prov.is_file() else None
+            parent = Artifact.open(here).provenance.get("parent")
             if not parent or not (Path(parent) / "config.json").is_file():
                 raise ValueError(f"--shape-of {pruned}: no unpruned ancestor found in its provenance "
                                  f"(stopped at {here}); name it with --shape-from DIR")
@@ -101,9 +99,10 @@ def whatif(arch: str, recipe: str, seconds=(3.0,), threads: int | None = None, r
         done = []  # shape-changing steps applied so far: the ONNX row is labelled with what it holds
         shapes = None
         if cut is not None:
-            shapes = transfer_shapes(cut[0], cut[1], preset.wav2vec2_config())
+            full = preset.wav2vec2_config()
+            shapes = transfer_shapes(cut[0], cut[1], full)
             shaped = Path(td) / f"{arch}-shape-of"
-            apply_shapes(preset.wav2vec2_config(), shapes).save_pretrained(shaped)
+            apply_shapes(full, shapes).save_pretrained(shaped)
             proc.save_pretrained(shaped)
             art = finalize(shaped, "shape_of", {"of": str(shape_of), "from": str(cut[2])}, art)
             done.append(f"shape_of({Path(shape_of).name})")

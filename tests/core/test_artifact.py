@@ -98,7 +98,8 @@ def test_committed_models_carry_their_hash_and_lineage():
     from pathlib import Path
 
     lineages = {"teacher-large-s": ["train", "pack"], "student-base-s": ["train", "pack"],
-                "teacher-large-s-v2": ["train", "pack"] * 4}  # v2-6, from v2-5, from v2-1, from teacher-large-s
+                "teacher-large-s-v2": ["train", "pack"] * 4,  # v2-6, from v2-5, from v2-1, from teacher-large-s
+                "student-base-s-v2": ["train", "pack"] * 3}  # v2-s2, from v2-s1, from student-base-s
     for name, lineage in lineages.items():
         d = Path(__file__).resolve().parents[2] / "models" / name
         prov = json.loads((d / "w2vc.json").read_text())

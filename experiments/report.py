@@ -127,6 +127,17 @@ def role_rows(cfg: SweepConfig, res: P.ParetoResult) -> tuple[dict | None, dict 
     return first("student"), first("teacher")
 
 
+def lineage_md(res: P.ParetoResult) -> list[str]:
+    """Every step behind each candidate, from its artifact's provenance: a committed model (a pruned and
+    fitted teacher, say) shows the training, pruning and packing that made it, not only this sweep's steps."""
+    rows = [r for r in res.rows if r.get("lineage")]
+    if not rows:
+        return []
+    return (["## Lineage (every step behind each candidate, from its provenance)", "",
+             "| candidate | steps |", "|---|---|"]
+            + [f"| {r['name']} | {r['lineage']} |" for r in sorted(rows, key=lambda r: r["name"])] + [""])
+
+
 def noisy_set(cfg: SweepConfig) -> str | None:
     """The sweep's noisy set for the seed's "noisy WER": snr10 when scored, else the first non-clean set."""
     return "snr10" if "snr10" in cfg.eval.sets else next((s for s in cfg.eval.sets if s != "clean"), None)
@@ -216,6 +227,7 @@ def report_md(cfg: SweepConfig, res: P.ParetoResult, table: str, secs: float | N
                          f"size {r.get('size_mb', nan):.1f} MB")
         lines.append("")
     lines += seed_table_md(cfg, res)
+    lines += lineage_md(res)
     lines += uncertainty_md(cfg, res, ties)
     if exports:
         lines.append("## Exported bundles (load with `ORTModelForCTC.from_pretrained`)")

@@ -46,7 +46,8 @@ class CandidateResult:
     build_seconds: float = 0.0
 
     def row(self) -> dict:
-        return {"name": self.name, **self.metrics, "artifact": self.artifact, "run_id": self.run_id}
+        return {"name": self.name, **self.metrics, "artifact": self.artifact, "run_id": self.run_id,
+                "lineage": " → ".join(self.lineage)}
 
 
 @dataclass

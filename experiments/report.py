@@ -130,7 +130,7 @@ def role_rows(cfg: SweepConfig, res: P.ParetoResult) -> tuple[dict | None, dict 
 def lineage_md(res: P.ParetoResult) -> list[str]:
     """Every step behind each candidate, from its artifact's provenance: a committed model (a pruned and
     fitted teacher, say) shows the training, pruning and packing that made it, not only this sweep's steps."""
-    rows = [r for r in res.rows if r.get("lineage")]
+    rows = [r for r in res.rows if r.get("lineage")]  # rows re-read from MLflow alone have none
     if not rows:
         return []
     return (["## Lineage (every step behind each candidate, from its provenance)", "",

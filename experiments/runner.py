@@ -45,9 +45,14 @@ class CandidateResult:
     run_id: str | None = None
     build_seconds: float = 0.0
 
+    @property
+    def lineage_text(self) -> str:
+        """The steps behind the candidate as one string: the MLflow tag and the report's lineage table."""
+        return " -> ".join(self.lineage) or "baseline"
+
     def row(self) -> dict:
         return {"name": self.name, **self.metrics, "artifact": self.artifact, "run_id": self.run_id,
-                "lineage": " → ".join(self.lineage)}
+                "lineage": self.lineage_text}
 
 
 @dataclass
@@ -437,7 +442,7 @@ def log_candidate(sw: Sweep, cr: CandidateResult, texts: dict) -> str:
         if r.status == "RUNNING":
             tracker.terminate(r.id, "FAILED")
     tags = {"w2vc.kind": CANDIDATE_KIND, "w2vc.candidate": cr.name, "w2vc.candidate_key": cr.key,
-            "w2vc.sweep": cfg.name, "lineage": " -> ".join(cr.lineage) or "baseline", "artifact": cr.artifact}
+            "w2vc.sweep": cfg.name, "lineage": cr.lineage_text, "artifact": cr.artifact}
     rid = tracker.create_run(cr.name, tags, parent_id=sw.parent_id)
     try:
         tracker.log_params(rid, _candidate_params(cr, cfg))

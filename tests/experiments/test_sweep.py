@@ -98,7 +98,7 @@ def test_tiny_sweep_end_to_end_and_kill9_resume(tmp_path, tiny_corpus, tiny_laye
     report = (tmp_path / "sweeps" / "tiny" / "report.md").read_text()
     assert "★" in report and (tmp_path / "sweeps" / "tiny" / "pareto.png").stat().st_size > 1000
     pruned_row = next(ln for ln in report.splitlines() if ln.startswith("| pruned | "))
-    assert pruned_row.endswith("prune → recover |"), pruned_row  # the report shows each candidate's provenance
+    assert pruned_row.endswith("prune -> recover |"), pruned_row  # the report shows each candidate's provenance
     bundles = list((tmp_path / "exports" / "tiny").iterdir())
     assert bundles and all((b / "model.onnx").exists() or list(b.glob("*.onnx")) for b in bundles)
     assert all((b / "vocab.json").exists() and (b / "README.md").exists() for b in bundles)

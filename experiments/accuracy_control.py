@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from w2vc.core.config import ConfigBase, ConfigError
+from w2vc.core.util import file_lock, write_json_atomic
 from w2vc.experiments.accuracy_latency import chosen_latency, speed_pass
 
 SEARCH_METHODS = ("ort_static_int8", "ort_dynamic_int8", "ort_int4")
@@ -174,11 +175,6 @@ def derive_groups(onnx_path: str | os.PathLike, qcfg) -> list[Group]:
     return groups
 
 
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
-
 
 class Search:
     """One parent, one method config, one dev set: memoized evaluations of fallback sets ("states")."""
@@ -270,12 +266,12 @@ class Search:
             self._record(FLOAT, {**self._score(logits, hyps), "seconds": time.perf_counter() - t0})
 
     def save(self) -> None:
-        _atomic_json(self.file, self.store)
+        write_json_atomic(self.file, self.store)
 
     def _record(self, key: str, figures: dict) -> None:
         self.store["evals"][key] = figures
         self.run_now += 1
-        _atomic_json(self.file, self.store)
+        write_json_atomic(self.file, self.store)
         if self.progress:
             print(f"  [{len(self.store['evals'])} evals] {self.label(key)}: dev WER "
                   f"{100 * figures['wer']:.2f} % KL {figures['kl']:.4f} ({figures['seconds']:.1f} s)",
@@ -414,7 +410,6 @@ def _brief(e: dict) -> dict:
 # ------------------------------------------------------------------------------------------------ entries
 
 def _locked(search: Search, fn):
-    from w2vc.core.util import file_lock
 
     with file_lock(search.dir / f"{search.key}.lock"):  # processes sharing a work dir measure each state once
         if search.file.exists():
@@ -481,8 +476,8 @@ class StepControl:
         self.report["report_file"] = str(record)
         if self.report["sensitivity"]:
             self.report["plot"] = str(plot_sensitivity(self.report, record.with_suffix(".png")))
-        _atomic_json(record, self.report)
+        write_json_atomic(record, self.report)
         prov_file = Path(out.path) / "w2vc.json"
         prov = json.loads(prov_file.read_text())
         prov["report"]["accuracy_control"] = summary(self.report)
-        _atomic_json(prov_file, prov)
+        write_json_atomic(prov_file, prov)

@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from w2vc.core.artifact import Artifact, Kind, step_key
-from w2vc.core.util import file_lock
+from w2vc.core.util import file_lock, write_json_atomic
 from w2vc.eval.tracking import Tracker
 from w2vc.experiments import pareto as P
 from w2vc.experiments.cascades import cascade_note, is_cascade, measure_cascade, time_on_audio
@@ -159,7 +159,7 @@ def prepare(sw: Sweep) -> None:
     ensure_corpus(cfg)
     sw.cache.mkdir(parents=True, exist_ok=True)
     sw.evals.mkdir(parents=True, exist_ok=True)
-    _atomic_json(sw.root / "config.json", cfg.to_dict())
+    write_json_atomic(sw.root / "config.json", cfg.to_dict())
     sw.eval_data = load_eval_sets(cfg, progress=sw.progress)
 
 
@@ -301,7 +301,7 @@ def measure(sw: Sweep, c: Candidate, art: Artifact, key: str, t0: float) -> dict
     rec = {"name": c.name, "key": key, "artifact": str(art.path), "metrics": metrics, "timed": False,
            "lineage": art.provenance.get("lineage", []), "recipe": list(c.steps), "texts": texts,
            "build_seconds": round(time.time() - t0, 1)}
-    _atomic_json(fig_file, rec)
+    write_json_atomic(fig_file, rec)
     return rec
 
 
@@ -359,7 +359,7 @@ def time_candidates(sw: Sweep, recs: list[dict], force: bool = False) -> None:
         rec["metrics"].update({k: v for k, v in length_metrics(ls).items() if _is_timing(k)})
         rec["metrics"]["latency_mean_ms"] = headline_of(ls).latency_mean_ms  # what a cascade is ranked by
         rec["timed"] = True
-        _atomic_json(sw.evals / f"{rec['name']}-{rec['key']}.json", rec)
+        write_json_atomic(sw.evals / f"{rec['name']}-{rec['key']}.json", rec)
     for rec, cost in time_on_audio(recs, todo, sw.cfg, sw.eval_data, force, sw.progress):
         if is_cascade(rec):
             _keep_history(rec)
@@ -367,7 +367,7 @@ def time_candidates(sw: Sweep, recs: list[dict], force: bool = False) -> None:
             rec["timed"] = True
         else:
             rec["metrics"].update(cost.metrics())
-        _atomic_json(sw.evals / f"{rec['name']}-{rec['key']}.json", rec)
+        write_json_atomic(sw.evals / f"{rec['name']}-{rec['key']}.json", rec)
 
 
 def _keep_history(rec: dict) -> None:
@@ -495,8 +495,3 @@ def rows_from_mlflow(experiment: str) -> list[dict]:
         raise ValueError(f"experiment {experiment!r} has no finished candidate runs")
     return rows
 
-
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)

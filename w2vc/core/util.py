@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
 
@@ -13,6 +14,13 @@ def write_json(path: str | None, obj) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(obj, indent=1, default=str))
         print(f"wrote {path}")
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Readers never see half a file: a run killed mid-write leaves the previous version."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

@@ -136,8 +136,8 @@ class OnnxAsr:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             so.intra_op_num_threads, so.inter_op_num_threads = int(threads), 1
-        if not spinning:  # a cascade's two sessions share the cores (w2vc.core.ort.onnx_session)
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if not spinning:  # a cascade's two sessions share the cores: no spinning between runs (w2vc.core.ort)
+            so.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
         self.has_mask_input = "attention_mask" in {i.name for i in self.session.get_inputs()}
         pre = self.bundle / "preprocessor_config.json"

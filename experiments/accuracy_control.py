@@ -175,7 +175,6 @@ def derive_groups(onnx_path: str | os.PathLike, qcfg) -> list[Group]:
     return groups
 
 
-
 class Search:
     """One parent, one method config, one dev set: memoized evaluations of fallback sets ("states")."""
 
@@ -410,7 +409,6 @@ def _brief(e: dict) -> dict:
 # ------------------------------------------------------------------------------------------------ entries
 
 def _locked(search: Search, fn):
-
     with file_lock(search.dir / f"{search.key}.lock"):  # processes sharing a work dir measure each state once
         if search.file.exists():
             search.store = json.loads(search.file.read_text())

@@ -33,6 +33,7 @@ import soundfile as sf
 import soxr
 from tqdm import tqdm
 
+from w2vc.core.util import write_json_atomic
 from w2vc.data import longform, neural_tts
 from w2vc.data.audio import SAMPLE_RATE, write_flac
 from w2vc.data.augment import formant_warp
@@ -487,7 +488,5 @@ def synthesize_corpus(out: str | os.PathLike, cfg: SynthConfig, progress: bool =
     long_h = sum(v for k, v in summary["train"].get("kinds", {}).items() if k != "utt")
     meta = {"config": cfg.key(), "splits": summary,
             "long_form": {"train_share": round(long_h / train_h, 4) if train_h else 0.0, **notes}, "cached": False}
-    tmp = meta_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, meta_file)  # written last: its presence means the corpus is complete
+    write_json_atomic(meta_file, meta)  # written last: its presence means the corpus is complete
     return meta

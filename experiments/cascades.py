@@ -20,8 +20,8 @@ TIMING_SET = "clean"
 
 
 def is_cascade(rec: dict) -> bool:
-    """A candidate record (runner) whose artifact is a cascade directory."""
-    return Path(rec["artifact"]).is_dir() and kind_of(rec["artifact"]) is Kind.CASCADE
+    """A candidate record (runner) or report row whose artifact is a cascade directory."""
+    return bool(rec.get("artifact")) and Path(rec["artifact"]).is_dir() and kind_of(rec["artifact"]) is Kind.CASCADE
 
 
 def timing_audio(eval_data) -> tuple[str, list]:
@@ -54,16 +54,35 @@ def measure_cascade(art, transcriber, cfg: SweepConfig, eval_data, first_timing:
     return metrics, res.text_artifacts()
 
 
+def strong_member(cascade_rec: dict, recs: list[dict]) -> dict | None:
+    """The record (or report row) of a cascade's strong member when it is a candidate of the sweep, else None."""
+    from w2vc.core.cascade import CascadeSpec
+
+    if not is_cascade(cascade_rec):
+        return None
+    strong = CascadeSpec.read(cascade_rec["artifact"]).member(cascade_rec["artifact"], "strong").resolve()
+    return next((r for r in recs if r.get("artifact") and not is_cascade(r) and Path(r["artifact"]).resolve() == strong),
+                None)
+
+
 def time_on_audio(recs: list[dict], todo: list[dict], cfg: SweepConfig, eval_data, force: bool,
                   progress: bool) -> list[tuple[dict, object]]:
-    """The cascades of `todo` and, when the sweep has cascades, the reference (unless it has its `utt_*`
-    figures already and nothing is forced), timed on the utterances: [(record, UtteranceCost)]."""
+    """The cascades of `todo` and, beside them, the reference and each cascade's strong member (when it is
+    a candidate) timed on the utterances in the same interleaved processes: [(record, UtteranceCost)]. With
+    no cascade to time, the reference alone when the sweep has cascades and it lacks its `utt_*` figures."""
     from w2vc.eval.cascade_cost import UtteranceJob, time_utterances
 
     jobs = [r for r in todo if is_cascade(r)]
     ref = next((r for r in recs if r["name"] == cfg.eval.reference and not is_cascade(r)), None)
-    if ref is not None and any(is_cascade(r) for r in recs) and (force or "utt_latency_mean_ms" not in ref["metrics"]):
-        jobs.append(ref)
+    beside = [ref] if ref is not None else []
+    beside += [m for m in (strong_member(c, recs) for c in recs if is_cascade(c)) if m is not None]
+    if jobs or force:
+        extra = beside
+    else:
+        extra = [r for r in beside if "utt_latency_mean_ms" not in r["metrics"] and any(is_cascade(c) for c in recs)]
+    for r in extra:
+        if all(r["name"] != j["name"] for j in jobs):
+            jobs.append(r)
     if not jobs:
         return []
     name, audio = timing_audio(eval_data)
@@ -96,8 +115,14 @@ def cascade_note(cfg: SweepConfig, rows: list[dict]) -> str:
         wer = r.get("wer_clean")
         wer_vs = (f" ({wer / ref['wer_clean']:.2f}× {ref['name']}'s)" if ref and wer is not None
                   and ref.get("wer_clean") else "")
+        strong = strong_member(r, rows)
+        alone = ""
+        if strong is not None and strong.get("utt_latency_mean_ms"):
+            alone = (f"; its strong member `{strong['name']}` alone on the same utterances: mean "
+                     f"{strong['utt_latency_mean_ms']:.1f} ms (the cascade {r['latency_mean_ms'] / strong['utt_latency_mean_ms']:.2f}×)"
+                     + (f", WER clean {100 * strong['wer_clean']:.2f} %" if strong.get("wer_clean") is not None else ""))
         lines.append(f"- **{r['name']}**: falls back on {100 * r.get('fallback_rate', float('nan')):.1f} % of the "
                      f"utterances; latency mean {r['latency_mean_ms']:.1f} ms{vs}, p50 {r['latency_p50_ms']:.1f} ms, "
                      f"p90 {r['latency_p90_ms']:.1f} ms"
-                     + (f"; WER clean {100 * wer:.2f} %{wer_vs}" if wer is not None else ""))
+                     + (f"; WER clean {100 * wer:.2f} %{wer_vs}" if wer is not None else "") + alone)
     return "\n".join(lines)

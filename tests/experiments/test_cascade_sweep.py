@@ -79,7 +79,11 @@ def test_latency_stage_times_a_cascade_and_the_reference_on_the_test_utterances(
                                          + Artifact.open(tiny_group_model).size_mb)
     saved = json.loads((sw.evals / "casc-k1.json").read_text())
     assert saved["metrics"]["fallback_rate"] == 1.0 and saved["timed"]
-    note = cascade_note(cfg, [{"name": "teacher", **t}, {"name": "casc", **c}])
+    rows = [{"name": "teacher", **t, "artifact": teacher["artifact"]}, {"name": "casc", **c, "artifact": casc["artifact"]}]
+    note = cascade_note(cfg, rows)
     assert note.startswith("## Cascades: latency timed on the test audio") and "falls back on 100.0 %" in note
     assert f"{c['latency_mean_ms'] / t['utt_latency_mean_ms']:.2f}× teacher's mean" in note
+    # the strong member (here the reference too) alone on the same utterances: what the routing saves or not
+    assert f"strong member `teacher` alone on the same utterances: mean {t['utt_latency_mean_ms']:.1f} ms" in note
+    assert "strong member" not in cascade_note(cfg, [{"name": "teacher", **t}, {"name": "casc", **c}])
     assert cascade_note(cfg, [{"name": "teacher", **t}]) == ""

@@ -72,14 +72,14 @@ def time_on_audio(recs: list[dict], todo: list[dict], cfg: SweepConfig, eval_dat
     no cascade to time, the reference alone when the sweep has cascades and it lacks its `utt_*` figures."""
     from w2vc.eval.cascade_cost import UtteranceJob, time_utterances
 
+    cascades = [r for r in recs if is_cascade(r)]
+    if not cascades:
+        return []
     jobs = [r for r in todo if is_cascade(r)]
     ref = next((r for r in recs if r["name"] == cfg.eval.reference and not is_cascade(r)), None)
     beside = [ref] if ref is not None else []
-    beside += [m for m in (strong_member(c, recs) for c in recs if is_cascade(c)) if m is not None]
-    if jobs or force:
-        extra = beside
-    else:
-        extra = [r for r in beside if "utt_latency_mean_ms" not in r["metrics"] and any(is_cascade(c) for c in recs)]
+    beside += [m for m in (strong_member(c, recs) for c in cascades) if m is not None]
+    extra = beside if jobs or force else [r for r in beside if "utt_latency_mean_ms" not in r["metrics"]]
     for r in extra:
         if all(r["name"] != j["name"] for j in jobs):
             jobs.append(r)

@@ -33,6 +33,10 @@ def test_default_config_is_valid_and_spans_the_methods():
     assert learned["target_gflops_ratio"] == oneshot[0]["target_gflops_ratio"]
     assert learned["gate_steps"] + learned["distill_steps"] == oneshot[1]["steps"]
     assert structured["learned-no-hidden"].steps[0]["alpha_hidden"] == 0
+    no_hidden = structured["oneshot-taylor-no-hidden"].steps  # the one-shot cut's ablation: only the loss differs
+    assert no_hidden[0] == oneshot[0] and no_hidden[1]["alpha_hidden"] == 0 < oneshot[1]["alpha_hidden"]
+    assert {k: v for k, v in no_hidden[1].items() if k != "alpha_hidden"} == \
+        {k: v for k, v in oneshot[1].items() if k != "alpha_hidden"}
     # cnn-lever.yaml: the CNN-only fit and the ordinary recovery differ in train_only alone
     lever = {c.name: c for c in load_config("experiments/configs/cnn-lever.yaml").candidates}
     fit, rec = lever["cnn50-fit"].steps, lever["cnn50-recover"].steps

@@ -4,8 +4,9 @@ measurements are w2vc.eval.cascade_cost.
 
 A cascade's cost depends on its input, so it is not timed on the synthetic clip the other candidates are
 timed on: it transcribes the eval set's utterances one at a time in fresh processes, and the reference
-candidate (the teacher) is timed the same way on the same utterances (`utt_*` figures), so "mean latency
-≤ 0.6 × the teacher's" compares like with like.
+candidate (the teacher) and each cascade's strong member (when it is a candidate) are timed the same way on the
+same utterances (`utt_*` figures), so "mean latency ≤ 0.6 × the teacher's" compares like with like and the
+report can say what the routing saves against running the strong model alone.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def time_on_audio(recs: list[dict], todo: list[dict], cfg: SweepConfig, eval_dat
                   progress: bool) -> list[tuple[dict, object]]:
     """The cascades of `todo` and, beside them, the reference and each cascade's strong member (when it is
     a candidate) timed on the utterances in the same interleaved processes: [(record, UtteranceCost)]. With
-    no cascade to time, the reference alone when the sweep has cascades and it lacks its `utt_*` figures."""
+    no cascade to time (and nothing forced), only those of them that lack their `utt_*` figures."""
     from w2vc.eval.cascade_cost import UtteranceJob, time_utterances
 
     cascades = [r for r in recs if is_cascade(r)]
